@@ -1,0 +1,42 @@
+//! # lab-core: what both pipelines of the telemetry lab share
+//!
+//! The lab compares two pipelines under the same load. For that comparison to mean anything, both
+//! must read the same messages, reject the same mistakes and compute the same aggregates: the only
+//! differences should be the transport (HTTP + Redis vs WebSocket) and the state store (Redis vs
+//! memory). Everything they share lives here.
+//!
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`limits`] | every bound on input, as documented constants |
+//! | [`metric`] | the metric model, its fast deserializer and its diagnosing walker |
+//! | [`problem`] | [`Problem`] (path + message) and the field rules both parse paths share |
+//! | [`parse`] | the entry points from bytes: size and depth checks, fast path, full diagnosis |
+//! | [`wire`] | every other message of `shared/protocol.md`, for System 1 and System 2 |
+//! | [`aggregate`] | per-server sliding windows, O(1) per sample |
+//! | [`logging`] | pino/bunyan JSON logs or human logs, and the `--log-level` flag |
+//! | [`secret`] | passwords and tokens that never print |
+//!
+//! Data flows through it like this: bytes → [`parse`] (→ [`Problem`]s on bad input) → [`Metric`]
+//! → [`aggregate::ServerWindows::add`] → [`aggregate::WindowSummaries`] → [`wire`] messages out.
+
+pub mod aggregate;
+pub mod limits;
+pub mod logging;
+pub mod metric;
+pub mod parse;
+pub mod problem;
+pub mod secret;
+pub mod wire;
+
+pub use metric::{Metric, Network, Readings};
+pub use parse::ParseError;
+pub use problem::Problem;
+
+/// The current wall-clock time in epoch milliseconds, with a fraction: the clock every timestamp and
+/// every latency of the lab is read from, so that all measurements share one definition.
+pub fn now_ms() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,290 @@
+//! System 1's messages: HTTP bodies (ports 4000/4001), Redis stream entries and pub/sub events, and
+//! the dashboard WebSocket (port 4002).
+//!
+//! ```text
+//! agent ──POST /metrics──▶ api ──XADD──▶ stream metrics:stream ──XREADGROUP──▶ worker
+//!   ◀── 202 {"status":"accepted"}  │                                           │ HSET metrics:latest:<id>
+//!                                  └─PUBLISH metric.ingested──┐                 │ PUBLISH metric.processed
+//!                                                             ▼                 ▼
+//!                                           channel metrics:pubsub ──▶ broadcaster ──WS──▶ dashboards
+//! ```
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::aggregate::WindowSummaries;
+use crate::metric::{Metric, Readings};
+use crate::problem::Problem;
+use crate::wire::system2::SnapshotPayload;
+
+// ---- HTTP bodies ----
+
+/// `202` body: the metric (or the whole batch) is in Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Always `"accepted"` (the original's body).
+    pub status: String,
+    /// **(ext)** How many metrics were appended.
+    #[serde(default)]
+    pub accepted: usize,
+    /// **(ext)** The stream entry ids, in the order of the request.
+    #[serde(default)]
+    pub ids: Vec<String>,
+}
+
+impl Accepted {
+    /// The body for these stream entry ids.
+    pub fn new(ids: Vec<String>) -> Self {
+        Accepted {
+            status: "accepted".into(),
+            accepted: ids.len(),
+            ids,
+        }
+    }
+}
+
+/// `400` body: every problem of the request, each with its path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvalidPayload {
+    /// Always `"Invalid payload"` (the original's message).
+    pub error: String,
+    /// Every problem found.
+    pub details: Vec<Problem>,
+}
+
+impl InvalidPayload {
+    /// The body for these problems.
+    pub fn new(details: Vec<Problem>) -> Self {
+        InvalidPayload {
+            error: "Invalid payload".into(),
+            details,
+        }
+    }
+}
+
+/// Body of every other error status (413, 415, 429, 503, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+}
+
+/// `GET /healthz` body (the original's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Healthz {
+    /// `"ok"` when the process can do its job, `"degraded"` when Redis is unreachable.
+    pub status: String,
+    /// The state of the Redis connection: `"ready"`, `"reconnecting"`, … (ioredis' words).
+    pub redis: String,
+}
+
+// ---- Redis stream entries ----
+
+/// The stream entry's field names (the original's), plus our `seq`.
+pub mod field {
+    /// Field holding the `serverId`.
+    pub const SERVER_ID: &str = "serverId";
+    /// Field holding the timestamp, as a decimal number.
+    pub const TIMESTAMP: &str = "timestamp";
+    /// Field holding `metrics` as a JSON string.
+    pub const METRICS: &str = "metrics";
+    /// **(ext)** Field holding `seq`, when the metric had one.
+    pub const SEQ: &str = "seq";
+}
+
+/// The fields of a stream entry for `metric`, ready for `XADD`. Timestamps print in Rust's shortest
+/// round-trip form, so the worker reads back exactly the `f64` the agent sent.
+pub fn to_stream_fields(metric: &Metric) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        (field::SERVER_ID, metric.server_id.clone()),
+        (field::TIMESTAMP, metric.timestamp.to_string()),
+        (
+            field::METRICS,
+            serde_json::to_string(&metric.metrics).expect("readings always serialize"),
+        ),
+    ];
+    if let Some(seq) = metric.seq {
+        fields.push((field::SEQ, seq.to_string()));
+    }
+    fields
+}
+
+/// Why a stream entry could not be read back as a metric. Entries are written by our API after
+/// validation, so this means someone else wrote to the stream: the worker logs and acks such an
+/// entry (it can never succeed) and counts it.
+#[derive(Debug, Error, PartialEq)]
+pub enum StreamEntryError {
+    /// A required field is absent.
+    #[error("stream entry has no `{0}` field")]
+    Missing(&'static str),
+    /// A field is present but unreadable.
+    #[error("stream entry field `{field}` is invalid: {reason}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads a stream entry's fields back into a metric, applying the same rules as ingest.
+pub fn from_stream_fields<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Metric, StreamEntryError> {
+    let (mut server_id, mut timestamp, mut metrics, mut seq) = (None, None, None, None);
+    for (name, value) in fields {
+        match name {
+            field::SERVER_ID => server_id = Some(value),
+            field::TIMESTAMP => timestamp = Some(value),
+            field::METRICS => metrics = Some(value),
+            field::SEQ => seq = Some(value),
+            _ => {} // unknown fields are tolerated: others may annotate entries
+        }
+    }
+    let text = |field: &'static str, v: &'a [u8]| {
+        std::str::from_utf8(v).map_err(|e| StreamEntryError::Invalid {
+            field,
+            reason: e.to_string(),
+        })
+    };
+    let invalid = |field: &'static str| {
+        move |e: &dyn std::fmt::Display| StreamEntryError::Invalid {
+            field,
+            reason: e.to_string(),
+        }
+    };
+    let server_id = text(
+        field::SERVER_ID,
+        server_id.ok_or(StreamEntryError::Missing(field::SERVER_ID))?,
+    )?;
+    let timestamp = text(
+        field::TIMESTAMP,
+        timestamp.ok_or(StreamEntryError::Missing(field::TIMESTAMP))?,
+    )?
+    .parse::<f64>()
+    .map_err(|e| invalid(field::TIMESTAMP)(&e))?;
+    let metrics: Readings = serde_json::from_slice(metrics.ok_or(StreamEntryError::Missing(field::METRICS))?)
+        .map_err(|e| invalid(field::METRICS)(&e))?;
+    let seq = match seq {
+        None => None,
+        Some(v) => Some(
+            text(field::SEQ, v)?
+                .parse::<u64>()
+                .map_err(|e| invalid(field::SEQ)(&e))?,
+        ),
+    };
+    let metric = Metric {
+        server_id: server_id.to_owned(),
+        timestamp,
+        metrics,
+        seq,
+    };
+    let mut problems = Vec::new();
+    metric.check("", None, &mut problems);
+    match problems.into_iter().next() {
+        None => Ok(metric),
+        Some(p) => Err(StreamEntryError::Invalid {
+            field: "metric",
+            reason: p.to_string(),
+        }),
+    }
+}
+
+// ---- pub/sub events (channel `metrics:pubsub`), relayed verbatim to dashboards ----
+
+/// What a worker publishes once it has processed a metric: the metric and its server's aggregates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Processed {
+    /// The metric's server.
+    #[serde(rename = "serverId")]
+    pub server_id: String,
+    /// The metric's own timestamp, so a dashboard can compute end-to-end latency.
+    pub timestamp: f64,
+    /// The metric's readings (the original's payload).
+    pub metrics: Readings,
+    /// **(ext)** The metric's `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// **(ext)** The server's window aggregates after this metric, as System 2 computes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowSummaries>,
+}
+
+/// An event on the pub/sub channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    /// The API appended a metric to the stream.
+    #[serde(rename = "metric.ingested")]
+    Ingested {
+        /// The stream entry id.
+        #[serde(rename = "entryId")]
+        entry_id: String,
+        /// The metric as received.
+        payload: Metric,
+    },
+    /// A worker aggregated a metric and stored the snapshot.
+    #[serde(rename = "metric.processed")]
+    Processed {
+        /// The stream entry id.
+        #[serde(rename = "entryId")]
+        entry_id: String,
+        /// The metric and its server's aggregates.
+        payload: Processed,
+    },
+}
+
+impl Event {
+    /// The `serverId` the event is about, for dashboard filters.
+    pub fn server_id(&self) -> &str {
+        match self {
+            Event::Ingested { payload, .. } => &payload.server_id,
+            Event::Processed { payload, .. } => &payload.server_id,
+        }
+    }
+}
+
+// ---- the dashboard WebSocket (port 4002) ----
+
+/// What a System 1 dashboard may ask, after parsing (see [`crate::parse::parse_dashboard_request`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DashboardRequest {
+    /// `{"type":"subscribe","serverId":"server-1"}`, or `null` for every server.
+    Subscribe {
+        /// Which server, or all.
+        server_id: Option<String>,
+    },
+    /// `{"type":"snapshot.request","serverId"?}`.
+    SnapshotRequest {
+        /// Which server, or all.
+        server_id: Option<String>,
+    },
+}
+
+/// What the System 1 broadcaster says to a dashboard, besides relaying [`Event`]s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum DashboardReply {
+    /// Answer to `subscribe`.
+    #[serde(rename = "subscription.ack")]
+    SubscriptionAck {
+        /// The filter now in force (`null`: all servers).
+        #[serde(rename = "serverId")]
+        server_id: Option<String>,
+    },
+    /// Answer to `snapshot.request`, read from the Redis hashes.
+    #[serde(rename = "snapshot")]
+    Snapshot {
+        /// One server's aggregates, or all.
+        payload: SnapshotPayload,
+    },
+    /// A client message could not be used; the connection stays open.
+    #[serde(rename = "error")]
+    Error {
+        /// `Malformed client message` (the original's), …
+        message: String,
+        /// **(ext)** Every problem found.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        details: Vec<Problem>,
+    },
+}

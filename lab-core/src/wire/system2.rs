@@ -1,0 +1,172 @@
+//! System 2's WebSocket frames (port 4100). Every frame is one JSON object with a `type`.
+//!
+//! ```text
+//! client                                   server
+//!   ── connect ───────────────────────────▶
+//!   ◀──────────────── {"type":"connection.ack","message":...}
+//!   ── {"type":"register","role":"producer"} ▶
+//!   ◀──────────────── {"type":"register.ack","role":"producer","serverFilter":null}
+//!   ── {"type":"metric",...,"seq":7} ─────▶   (producer)
+//!   ◀──────────────── {"type":"metric.ack","serverId":"server-1","seq":7}
+//!                     {"type":"metric.update","payload":{...}} ──▶ every matching dashboard
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::WindowSummaries;
+use crate::metric::Metric;
+use crate::problem::Problem;
+
+/// What a connection is for. Producers send metrics; dashboards receive updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sends `metric` / `metrics` frames and gets acks.
+    Producer,
+    /// Receives `metric.update` pushes for the servers it asked for.
+    Dashboard,
+}
+
+impl Role {
+    /// The wire name of the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Dashboard => "dashboard",
+        }
+    }
+}
+
+/// `{"type":"register",...}`: what a client says it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// Producer or dashboard.
+    pub role: Role,
+    /// For a dashboard: only updates of this server (`None`: all). For a producer: informative.
+    #[serde(rename = "serverId", default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    /// **(ext)** A dashboard's cap on updates per server per second; the latest update wins.
+    #[serde(rename = "maxHz", default, skip_serializing_if = "Option::is_none")]
+    pub max_hz: Option<u32>,
+    /// **(ext)** A dashboard asks for `metric.updates` frames holding as many updates as are ready.
+    #[serde(rename = "batchUpdates", default, skip_serializing_if = "Option::is_none")]
+    pub batch_updates: Option<bool>,
+    /// **(ext)** The shared secret, when the server requires one (it may also come in the URL query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Every frame a client may send to System 2, after parsing and validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    /// `register`.
+    Register(Register),
+    /// `metric`: one sample.
+    Metric(Metric),
+    /// **(ext)** `metrics`: a batch of samples, acked once.
+    Metrics(Vec<Metric>),
+    /// `snapshot.request`: the current aggregates of one server (`Some`) or all (`None`).
+    SnapshotRequest {
+        /// Which server, or all.
+        server_id: Option<String>,
+    },
+}
+
+/// The aggregates of one server, as pushed to dashboards and returned in snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdatePayload {
+    /// Whose aggregates these are.
+    #[serde(rename = "serverId")]
+    pub server_id: String,
+    /// The timestamp of the metric that caused this update (its own, not the server's clock), so a
+    /// dashboard computes end-to-end latency as `now − timestamp`.
+    pub timestamp: f64,
+    /// One summary per window, keyed by the window's length in milliseconds.
+    pub windows: WindowSummaries,
+    /// **(ext)** The `seq` of the metric that caused this update, so loss is countable end to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// The payload of a `snapshot`: one server's aggregates (or `null` if unknown), or all servers'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SnapshotPayload {
+    /// Answer to a request that named a server.
+    One(Option<UpdatePayload>),
+    /// Answer to a request for all servers.
+    All(Vec<UpdatePayload>),
+}
+
+/// Every frame System 2 sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ServerFrame {
+    /// Sent once, right after the WebSocket opens.
+    #[serde(rename = "connection.ack")]
+    ConnectionAck {
+        /// A greeting, for people reading a capture.
+        message: String,
+    },
+    /// Answer to `register`.
+    #[serde(rename = "register.ack")]
+    RegisterAck {
+        /// The role now in force.
+        role: Role,
+        /// The dashboard's server filter (`null`: all servers).
+        #[serde(rename = "serverFilter")]
+        server_filter: Option<String>,
+    },
+    /// A producer's `metric` was accepted.
+    #[serde(rename = "metric.ack")]
+    MetricAck {
+        /// The metric's server.
+        #[serde(rename = "serverId")]
+        server_id: String,
+        /// **(ext)** The metric's `seq`, when it had one, so acks match sends without relying on order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// **(ext)** A producer's `metrics` batch was accepted, whole.
+    #[serde(rename = "metrics.ack")]
+    MetricsAck {
+        /// How many metrics the batch held.
+        accepted: usize,
+    },
+    /// One server's aggregates changed (the original's one update per metric).
+    #[serde(rename = "metric.update")]
+    MetricUpdate {
+        /// The new aggregates.
+        payload: UpdatePayload,
+    },
+    /// **(ext)** Several updates in one frame, for dashboards that registered with `batchUpdates`.
+    #[serde(rename = "metric.updates")]
+    MetricUpdates {
+        /// The updates, oldest first.
+        items: Vec<UpdatePayload>,
+    },
+    /// Answer to `snapshot.request`.
+    #[serde(rename = "snapshot")]
+    Snapshot {
+        /// One server's aggregates, or all.
+        payload: SnapshotPayload,
+    },
+    /// A client message could not be used. The connection stays open.
+    #[serde(rename = "error")]
+    Error {
+        /// One of the protocol's fixed messages: `Invalid JSON payload`, `Invalid metric payload`,
+        /// `Unknown message type`, …
+        message: String,
+        /// Every problem found, each with its field path.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        details: Vec<Problem>,
+    },
+}
+
+impl ServerFrame {
+    /// The frame as JSON text. Serializing these types cannot fail (no maps with non-string keys,
+    /// no failing `Serialize` impls), so this does not return a `Result`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
