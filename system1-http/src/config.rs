@@ -1,0 +1,116 @@
+//! System 1's configuration: flags, each with an environment variable (the original's names).
+
+use clap::{Args, Parser, Subcommand};
+use lab_core::logging::LogArgs;
+use lab_core::secret::Secret;
+
+/// System 1 of the telemetry lab: HTTP ingest → Redis Stream → workers → pub/sub → WebSocket.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "system1", version)]
+pub struct Cli {
+    /// Which role to run.
+    #[command(subcommand)]
+    pub role: Role,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+
+    /// Print the effective configuration (flags, environment, defaults; secrets hidden) and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
+}
+
+/// The roles; each scales by running more copies of it.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Role {
+    /// The HTTP ingest API (HTTP/1.1 and HTTP/2 on both ports).
+    Api(ApiArgs),
+    /// Consumer-group workers.
+    Worker(WorkerArgs),
+    /// The dashboard WebSocket broadcaster.
+    Broadcaster(BroadcasterArgs),
+    /// One of each, in one process.
+    All {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        api: ApiArgs,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        broadcaster: BroadcasterArgs,
+    },
+}
+
+/// Where Redis is and which keys to use.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL (`redis://[user:password@]host:port/db`); when set, the host/port/db flags are ignored.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Redis host.
+    #[arg(long, env = "SYSTEM1_REDIS_HOST", default_value = "127.0.0.1", global = true)]
+    pub redis_host: String,
+    /// Redis port.
+    #[arg(long, env = "SYSTEM1_REDIS_PORT", default_value_t = 6379, global = true)]
+    pub redis_port: u16,
+    /// Redis database number.
+    #[arg(long, env = "SYSTEM1_REDIS_DB", default_value_t = 0, global = true)]
+    pub redis_db: i64,
+    /// Redis ACL user name.
+    #[arg(long, env = "SYSTEM1_REDIS_USERNAME", global = true)]
+    pub redis_username: Option<String>,
+    /// Redis password.
+    #[arg(long, env = "SYSTEM1_REDIS_PASSWORD", global = true, hide_env_values = true)]
+    pub redis_password: Option<Secret>,
+    /// The stream metrics are appended to.
+    #[arg(
+        long,
+        env = "SYSTEM1_REDIS_STREAM_KEY",
+        default_value = "metrics:stream",
+        global = true
+    )]
+    pub stream_key: String,
+    /// The pub/sub channel of ingest and processing events.
+    #[arg(
+        long,
+        env = "SYSTEM1_REDIS_CHANNEL",
+        default_value = "metrics:pubsub",
+        global = true
+    )]
+    pub channel: String,
+}
+
+/// The API's ports.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// First ingest port (HTTP/1.1 and cleartext HTTP/2).
+    #[arg(long, env = "SYSTEM1_HTTP_PORT", default_value_t = 4000)]
+    pub http_port: u16,
+    /// Second ingest port (the original's HTTP/2 port; ours serves both protocols on both).
+    #[arg(long, env = "SYSTEM1_HTTP2_PORT", default_value_t = 4001)]
+    pub http2_port: u16,
+}
+
+/// The workers' settings.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// How many consumers this process runs in the group.
+    #[arg(long, env = "SYSTEM1_WORKER_COUNT", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub workers: u64,
+}
+
+/// The broadcaster's port.
+#[derive(Debug, Clone, Args)]
+pub struct BroadcasterArgs {
+    /// Dashboard WebSocket port.
+    #[arg(long, env = "SYSTEM1_WS_PORT", default_value_t = 4002)]
+    pub ws_port: u16,
+}
