@@ -1,9 +1,259 @@
 //! # System 2: fast and ephemeral
 //!
 //! Metrics arrive over WebSocket, are aggregated in memory in per-server sliding windows, and the
-//! derived metrics go straight back out to dashboards over the same kind of socket. No broker, no
-//! disk: the lesson is how fast that is, and what is lost when the process dies.
+//! derived metrics go straight back out to dashboards over the same kind of socket. No broker, no disk:
+//! the lesson is how fast that is, and what is lost when the process dies.
 //!
-//! Status: configuration only; the server is issue #3.
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`config`] | flags and environment variables |
+//! | [`hub`] | the shared state: server windows (sharded), the dashboard registry, the counters |
+//! | [`connection`] | one WebSocket connection's loop: messages, acks, updates, heartbeat, limits |
+//! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy |
+//! | [`stats`] | counters and close reasons, exposed to Prometheus and the monitoring JSON |
+//!
+//! A metric's way through: `connection` parses it (lab-core) → `hub` aggregates it (lab-core's
+//! windows) and pushes one serialized update to each matching `outbox` → each dashboard's own
+//! `connection` task sends it. The producer gets its ack from its own task, right after.
+//!
+//! Run with `cargo run --release -p system2-ws --bin system2`; see `--help`.
 
 pub mod config;
+pub mod connection;
+pub mod hub;
+pub mod outbox;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::connection::{Auth, constant_time_eq};
+use crate::hub::Hub;
+
+/// The write buffer a connection fills before it writes to the socket, in bytes.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<Hub>,
+    /// Tells every connection task to close (code 1001).
+    shutdown: CancellationToken,
+    /// Tracks connection tasks, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+/// A bound, not yet running System 2 server. Binding first lets a caller (a test, `lab up`) learn the
+/// port before anything runs: `Server::bind` with port 0, then `local_addr`, then `run`.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the configured address; fails for a port in use or an invalid configuration.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let address = SocketAddr::new(config.host, config.port);
+        let hub = Arc::new(Hub::new(config).context("invalid configuration")?);
+        let listener = TcpListener::bind(address).await.with_context(|| {
+            format!(
+                "cannot listen on {address} (is the port in use? change it with --port or SYSTEM2_WS_PORT)"
+            )
+        })?;
+        let state = AppState {
+            hub,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        Ok(Server { listener, state })
+    }
+
+    /// The address it listens on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The shared state, for tests that look inside.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.state.hub.clone()
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection with 1001 and returns once
+    /// they are closed or `--shutdown-timeout-ms` has passed.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Server { listener, state } = self;
+        let hub = state.hub.clone();
+        let stop = state.shutdown.clone();
+        let background = tokio::spawn(background(hub.clone(), stop.clone()));
+        let app = router(state.clone());
+        let signal_stop = stop.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = signal_stop.cancelled() => {}
+                }
+                signal_stop.cancel();
+            })
+            .await
+            .context("server failed")?;
+        // New connections are no longer accepted; tell the open ones, and wait for them.
+        stop.cancel();
+        state.tasks.close();
+        let limit = Duration::from_millis(hub.config.shutdown_timeout_ms);
+        if tokio::time::timeout(limit, state.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = state.tasks.len(),
+                ?limit,
+                "connections did not close in time"
+            );
+        }
+        background.abort();
+        Ok(())
+    }
+}
+
+/// The routes: the WebSocket at `/`, the ops endpoints beside it.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(websocket))
+        .route("/api/health", get(health))
+        .route("/api/health/websocket", get(websocket_health))
+        .route("/api/monitoring", get(monitoring))
+        .route("/api/monitoring/server/{id}", get(server_monitoring))
+        .route("/metrics", get(prometheus))
+        .with_state(state)
+}
+
+/// Periodic chores: the ingest-rate sample (every second) and idle-server eviction.
+async fn background(hub: Arc<Hub>, stop: CancellationToken) {
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut sweep = tokio::time::interval(hub.sweep_period());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = second.tick() => hub.sample_rate(),
+            _ = sweep.tick() => {
+                let evicted = hub.evict_idle();
+                if evicted > 0 {
+                    tracing::info!(evicted, tracked = hub.servers_tracked(), "forgot idle servers");
+                }
+            }
+        }
+    }
+}
+
+async fn websocket(
+    upgrade: WebSocketUpgrade,
+    Query(query): Query<HashMap<String, String>>,
+    State(state): State<AppState>,
+) -> Response {
+    let config = &state.hub.config;
+    let auth = match (&config.auth_token, query.get("token")) {
+        (None, _) => Auth::Ok,
+        (Some(expected), Some(given)) if constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) => {
+            Auth::Ok
+        }
+        (Some(_), Some(_)) => Auth::Refused,
+        (Some(_), None) => Auth::Pending,
+    };
+    let limit = config.max_message_bytes as usize;
+    let AppState { hub, shutdown, tasks } = state;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * limit)
+        .on_upgrade(move |socket| tasks.track_future(connection::serve(socket, hub, auth, shutdown)))
+}
+
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "uptimeSecs": state.hub.started.elapsed().as_secs(),
+        "serversTracked": state.hub.servers_tracked(),
+    }))
+}
+
+async fn websocket_health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let hub = &state.hub;
+    let role = |r: &'static str| hub.stats.connections_of(r).get();
+    Json(serde_json::json!({
+        "status": if state.shutdown.is_cancelled() { "shutting-down" } else { "ok" },
+        "connections": hub.connections.load(std::sync::atomic::Ordering::Relaxed),
+        "producers": role("producer"),
+        "dashboards": role("dashboard"),
+        "unregistered": role("unregistered"),
+        "maxConnections": hub.config.max_connections,
+    }))
+}
+
+async fn monitoring(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.hub.monitoring())
+}
+
+async fn server_monitoring(Path(id): Path<String>, State(state): State<AppState>) -> Response {
+    match state.hub.server_monitoring(&id) {
+        Some(doc) => Json(doc).into_response(),
+        None => {
+            let body = serde_json::json!({"error": format!("server {id:?} is not tracked")});
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        }
+    }
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.hub.stats.prometheus_text(),
+    )
+        .into_response()
+}
+
+/// Completes on Ctrl-C or SIGTERM: what a binary passes to [`Server::run`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
