@@ -123,26 +123,46 @@ impl Default for WindowSpec {
     }
 }
 
-/// One buffered sample: its time and its five aggregated values.
+/// One buffered sample: its time and its five aggregated values, as given (for min and max) and in
+/// the fixed point of the running sums (computed once, when the sample arrives: the amount subtracted
+/// when it leaves a window is then exactly the amount added when it entered).
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     ts: f64,
     values: [f64; FIELDS],
+    fixed: [i64; FIELDS],
 }
 
 impl Sample {
     fn of(ts: f64, r: &Readings) -> Self {
         let (rx, tx) = r.network.map_or((0.0, 0.0), |n| (n.rx, n.tx));
+        let values = [r.cpu, r.memory, r.disk, rx, tx];
         Sample {
             ts,
-            values: [r.cpu, r.memory, r.disk, rx, tx],
+            values,
+            fixed: values.map(|v| round_to_i64(v * SCALE)),
         }
     }
 
-    /// The value of field `f` in the fixed point of the running sums. Deterministic, so the amount
-    /// subtracted when a sample leaves a window is exactly the amount added when it entered.
     fn fixed(&self, f: usize) -> i128 {
-        (self.values[f] * SCALE).round() as i128
+        i128::from(self.fixed[f])
+    }
+}
+
+/// Rounds half away from zero to an integer. `f64::round` is a library call on baseline x86-64 (no
+/// SSE4.1); adding ±0.5 and truncating is an instruction each, and just as deterministic. Values are
+/// bounded by validation ([`crate::limits::MAX_NETWORK_VALUE`] × 10⁶ fits an `i64`); the cast
+/// saturates anyway.
+fn round_to_i64(x: f64) -> i64 {
+    (x + 0.5f64.copysign(x)) as i64
+}
+
+/// Converts an exact integer sum to `f64`, avoiding the slow software `i128 → f64` routine for the
+/// sums that fit an `i64` (all but absurd ones).
+fn sum_to_f64(sum: i128) -> f64 {
+    match i64::try_from(sum) {
+        Ok(small) => small as f64,
+        Err(_) => sum as f64,
     }
 }
 
@@ -393,7 +413,9 @@ impl ServerWindows {
                     let n = samples as f64;
                     WindowSummary {
                         samples,
-                        averages: Some(stats(&|f| w.sums[f] as f64 / n / SCALE)),
+                        // Rounded to the fixed point's resolution: digits beyond it would be noise,
+                        // and every one costs bytes and formatting time in each update.
+                        averages: Some(stats(&|f| round_to_i64(sum_to_f64(w.sums[f]) / n) as f64 / SCALE)),
                         min: Some(stats(&|f| self.mins[f].best_from(first).unwrap_or(f64::NAN))),
                         max: Some(stats(&|f| self.maxs[f].best_from(first).unwrap_or(f64::NAN))),
                     }

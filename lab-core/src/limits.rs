@@ -23,9 +23,10 @@ pub const MAX_EXTRA_READINGS: usize = 32;
 /// Longest name of an extra reading, in bytes.
 pub const MAX_READING_NAME_LEN: usize = 64;
 
-/// Largest `network.in` / `network.out` value (bytes per second): a petabyte per second. Anything
-/// larger is a bug in the sender, and bounding it keeps the aggregator's integer sums exact.
-pub const MAX_NETWORK_VALUE: f64 = 1e15;
+/// Largest `network.in` / `network.out` value (bytes per second): a terabyte per second. Anything
+/// larger is a bug in the sender, and bounding it lets the aggregator keep each value as an `i64` of
+/// millionths, exactly.
+pub const MAX_NETWORK_VALUE: f64 = 1e12;
 
 /// Largest `timestamp` (epoch milliseconds): JavaScript's `Number.MAX_SAFE_INTEGER`, the largest
 /// integer a Node.js client can represent exactly. It is the year 287 396.

@@ -17,7 +17,7 @@ prop_compose! {
         cpu in 0.0..=100.0f64,
         memory in 0.0..=100.0f64,
         disk in 0.0..=100.0f64,
-        network in proptest::option::of((0.0..=1e15f64, 0.0..=1e15f64)),
+        network in proptest::option::of((0.0..=1e12f64, 0.0..=1e12f64)),
         extra in proptest::collection::btree_map("x[a-z0-9_.:-]{0,20}", finite(), 0..5),
     ) -> Readings {
         Readings { cpu, memory, disk, network: network.map(|(rx, tx)| Network { rx, tx }), extra: extra.into_iter().collect() }
