@@ -1,0 +1,136 @@
+//! The built-in dashboard: subscribes like a real one and measures end-to-end latency and delivery.
+//!
+//! It works with both systems' dashboard endpoints: it sends System 2's `register` and System 1's
+//! `subscribe` (each system answers the other's message with a harmless error), and reads System 2's
+//! `metric.update` / `metric.updates` and System 1's `metric.processed` (the metric's way through the
+//! stream, the workers and pub/sub: System 1's end to end). Only this run's agents count: other
+//! updates on the same endpoint are ignored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::recorder::Recorder;
+
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    payload: Option<Payload>,
+    #[serde(default)]
+    items: Option<Vec<Payload>>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(rename = "serverId")]
+    server_id: String,
+    timestamp: f64,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+/// Which of this run's agents a server id belongs to (1-based), if any.
+pub fn agent_index(server_id: &str, prefix: &str, agents: u64) -> Option<usize> {
+    let n: u64 = server_id.strip_prefix(prefix)?.parse().ok()?;
+    (1..=agents).contains(&n).then_some(n as usize)
+}
+
+/// Subscribes to `url` and records every delivered metric until `stop`; `ready` fires once the first
+/// subscription is in place (so that no early update is missed).
+pub async fn subscribe(
+    url: String,
+    prefix: String,
+    agents: u64,
+    recorder: Arc<Recorder>,
+    stop: CancellationToken,
+    ready: oneshot::Sender<Result<(), String>>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            r = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true) => r,
+            _ = stop.cancelled() => return,
+        };
+        let mut ws = match connected {
+            Ok((ws, _)) => ws,
+            Err(e) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(format!(
+                        "cannot connect to the dashboard endpoint {url}: {e}"
+                    )));
+                    return;
+                }
+                recorder.error("dashboard: reconnect", 1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let register = r#"{"type":"register","role":"dashboard","serverId":null}"#;
+        let subscribe = r#"{"type":"subscribe","serverId":null}"#;
+        if ws.send(Message::Text(register.into())).await.is_err()
+            || ws.send(Message::Text(subscribe.into())).await.is_err()
+        {
+            continue;
+        }
+        // Give the subscription a moment to be registered before the run starts sending.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+        loop {
+            let message = tokio::select! {
+                m = ws.next() => m,
+                _ = stop.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+            };
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+                        continue;
+                    };
+                    let payloads: Vec<Payload> = match frame.kind.as_str() {
+                        "metric.update" | "metric.processed" => frame.payload.into_iter().collect(),
+                        "metric.updates" => frame.items.unwrap_or_default(),
+                        _ => continue,
+                    };
+                    for p in payloads {
+                        if let Some(index) = agent_index(&p.server_id, &prefix, agents) {
+                            recorder.delivered(index, p.seq, p.timestamp);
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    recorder.error("dashboard: disconnected", 1);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_runs_agents_count() {
+        assert_eq!(agent_index("server-3", "server-", 5), Some(3));
+        assert_eq!(agent_index("server-6", "server-", 5), None);
+        assert_eq!(agent_index("server-0", "server-", 5), None);
+        assert_eq!(agent_index("other-3", "server-", 5), None);
+        assert_eq!(agent_index("server-3x", "server-", 5), None);
+    }
+}
