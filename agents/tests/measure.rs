@@ -180,6 +180,17 @@ async fn http_ingest(State(state): State<TestState>) -> impl IntoResponse {
     (StatusCode::ACCEPTED, r#"{"status":"accepted"}"#).into_response()
 }
 
+/// A server that answers nothing from 0.8 s to 1.3 s after it starts, then everything at once.
+async fn stalling_server() -> String {
+    let stall = Some((Duration::from_millis(800), Duration::from_millis(1300)));
+    test_server(Behaviour {
+        stall,
+        ..Behaviour::default()
+    })
+    .await
+    .0
+}
+
 async fn run(args: &[&str]) -> Report {
     let mut all = vec!["agents", "--cooldown", "1s", "--quiet"];
     all.extend_from_slice(args);
@@ -252,12 +263,7 @@ async fn ack_latency_matches_a_known_delay() {
 
 #[tokio::test]
 async fn a_stall_shows_up_as_latency_over_websocket() {
-    let stall = Some((Duration::from_millis(800), Duration::from_millis(1300)));
-    let (addr, _) = test_server(Behaviour {
-        stall,
-        ..Behaviour::default()
-    })
-    .await;
+    let addr = stalling_server().await;
     let r = run(&[
         "--target",
         &format!("ws://{addr}"),
@@ -281,12 +287,7 @@ async fn a_stall_shows_up_as_latency_over_websocket() {
 /// samples; a closed-loop one would record a single slow request and hide it ("coordinated omission").
 #[tokio::test]
 async fn a_stall_is_not_hidden_by_coordinated_omission() {
-    let stall = Some((Duration::from_millis(800), Duration::from_millis(1300)));
-    let (addr, _) = test_server(Behaviour {
-        stall,
-        ..Behaviour::default()
-    })
-    .await;
+    let addr = stalling_server().await;
     let r = run(&[
         "--target",
         &format!("http://{addr}"),
