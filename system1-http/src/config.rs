@@ -87,6 +87,41 @@ pub struct RedisArgs {
     pub channel: String,
 }
 
+impl RedisArgs {
+    /// The Redis URL: `--redis-url` as given, else one built from the host/port/db/user/password flags
+    /// (user and password percent-encoded, so any character works).
+    pub fn url(&self) -> String {
+        if let Some(url) = &self.redis_url {
+            return url.clone();
+        }
+        let credentials = match (&self.redis_username, &self.redis_password) {
+            (None, None) => String::new(),
+            (user, password) => format!(
+                "{}:{}@",
+                percent_encode(user.as_deref().unwrap_or("")),
+                percent_encode(password.as_ref().map(|p| p.expose()).unwrap_or(""))
+            ),
+        };
+        format!(
+            "redis://{credentials}{}:{}/{}",
+            self.redis_host, self.redis_port, self.redis_db
+        )
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The API's ports.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
@@ -96,6 +131,28 @@ pub struct ApiArgs {
     /// Second ingest port (the original's HTTP/2 port; ours serves both protocols on both).
     #[arg(long, env = "SYSTEM1_HTTP2_PORT", default_value_t = 4001)]
     pub http2_port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "SYSTEM1_HOST", default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+
+    /// The stream keeps about this many entries (`XADD … MAXLEN ~`): the bound on Redis memory.
+    #[arg(long, env = "SYSTEM1_STREAM_MAXLEN", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1000..))]
+    pub stream_maxlen: u64,
+
+    /// Most requests waiting for Redis at once; one more is answered 503 with Retry-After.
+    #[arg(long, env = "SYSTEM1_MAX_IN_FLIGHT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_in_flight: u64,
+
+    /// Most milliseconds a metric's timestamp may be ahead of this server's clock.
+    #[arg(long, env = "SYSTEM1_MAX_CLOCK_SKEW_MS", default_value_t = 60_000)]
+    pub max_clock_skew_ms: u64,
+
+    /// Milliseconds to let in-flight requests finish on Ctrl-C or SIGTERM.
+    #[arg(long, env = "SYSTEM1_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
+    pub shutdown_timeout_ms: u64,
 }
 
 /// The workers' settings.

@@ -5,6 +5,28 @@
 //! events to dashboards over WebSocket. Every hop is durable and every role scales by running more
 //! copies of it: the lesson is what that costs in latency, and what it buys.
 //!
-//! Status: configuration only; the pipeline is issue #4.
+//! | module | what it holds |
+//! | --- | --- |
+//! | [`config`] | flags and environment variables (the original's names) |
+//! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it |
+//!
+//! Status: the API role is built; the workers and the broadcaster are not yet (issue #4).
 
+pub mod api;
 pub mod config;
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

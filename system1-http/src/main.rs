@@ -1,14 +1,25 @@
 //! `system1`: see the crate docs. Run with `cargo run -p system1-http --bin system1 -- --help`.
 
 use clap::Parser;
-use system1_http::config::Cli;
+use system1_http::api::IngestApi;
+use system1_http::config::{Cli, Role};
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.print_config {
         println!("{cli:#?}");
         return Ok(());
     }
     lab_core::logging::init("system1", &cli.log, lab_core::logging::LogTarget::Stdout)?;
-    anyhow::bail!("System 1 is not built yet (issue #4)")
+    match &cli.role {
+        Role::Api(api) => {
+            let server = IngestApi::bind(api, &cli.redis).await?;
+            tracing::info!(addresses = ?server.local_addrs(), redis = %cli.redis.redis_host, "System 1 API listening (HTTP/1.1 and HTTP/2 on both ports)");
+            server.run(system1_http::shutdown_signal()).await
+        }
+        Role::Worker(_) | Role::Broadcaster(_) | Role::All { .. } => anyhow::bail!(
+            "the System 1 workers and broadcaster are not built yet (issue #4); `system1 api` is"
+        ),
+    }
 }

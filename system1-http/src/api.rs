@@ -1,0 +1,393 @@
+//! The ingest API: `POST /metrics` over HTTP/1.1 or cleartext HTTP/2, into a Redis Stream.
+//!
+//! ```text
+//! POST /metrics ─▶ 415? 413? ─▶ parse (lab-core: 400 with every problem) ─▶ clock check ─▶ one Lua call:
+//!                                        for each metric: XADD metrics:stream MAXLEN ~ N * fields…
+//!                                                         PUBLISH metrics:pubsub metric.ingested
+//!               ◀── 202 {"status":"accepted","accepted":N,"ids":[…]}   (only once Redis has them)
+//!               ◀── 503 + Retry-After                                  (Redis unreachable, or too busy)
+//! ```
+//!
+//! **One round trip per request.** The XADDs and the PUBLISHes of a request run in one Lua script: Redis
+//! executes it atomically, so a metric is never in the stream without its `metric.ingested` event, or
+//! the other way round. **Shared round trips across requests.** Every request uses the same multiplexed
+//! connection (`ConnectionManager`), which pipelines whatever commands are in flight together: a
+//! thousand concurrent requests do not cost a thousand sequential round trips.
+//!
+//! **Honest acks.** A `202` is sent only after Redis answered the script. If Redis is unreachable, the
+//! answer is `503` with `Retry-After`, never a `202`; the connection manager reconnects by itself and
+//! the next request succeeds once Redis is back. Both ports serve both protocols (axum detects HTTP/2
+//! prior knowledge), unlike the original, whose HTTP/2 port crashed on its first request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use lab_core::ParseError;
+use lab_core::limits::MAX_MESSAGE_BYTES;
+use lab_core::parse::{check_not_future, parse_metrics_body};
+use lab_core::wire::system1::{self, Accepted, ErrorBody, Healthz, InvalidPayload};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::{ApiArgs, RedisArgs};
+
+/// Seconds a client is told to wait (`Retry-After`) when Redis is unavailable or the API is busy.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Appends a request's metrics and announces them, atomically. ARGV: maxlen, channel, count, then five
+/// values per metric: serverId, timestamp, metrics JSON, seq ('' for none), the metric's JSON.
+const INGEST_SCRIPT: &str = r#"
+local maxlen, channel, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ids = {}
+for m = 0, n - 1 do
+  local a = 4 + m * 5
+  local id
+  if ARGV[a + 3] == '' then
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2])
+  else
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2], 'seq', ARGV[a + 3])
+  end
+  redis.call('PUBLISH', channel, '{"type":"metric.ingested","entryId":"' .. id .. '","payload":' .. ARGV[a + 4] .. '}')
+  ids[m + 1] = id
+end
+return ids
+"#;
+
+/// The API's counters, for `GET /metrics` and `GET /api/monitoring`.
+#[derive(Debug)]
+struct ApiStats {
+    registry: Registry,
+    accepted: Counter,
+    invalid: Counter,
+    redis_errors: Counter,
+    shed: Counter,
+}
+
+impl ApiStats {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("system1_api");
+        let accepted = Counter::default();
+        let invalid = Counter::default();
+        let redis_errors = Counter::default();
+        let shed = Counter::default();
+        registry.register(
+            "metrics_accepted",
+            "Metrics appended to the stream and acked 202",
+            accepted.clone(),
+        );
+        registry.register(
+            "requests_invalid",
+            "Requests refused as invalid (400, 413, 415)",
+            invalid.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Requests answered 503 because Redis failed",
+            redis_errors.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests answered 503 because too many were waiting",
+            shed.clone(),
+        );
+        ApiStats {
+            registry,
+            accepted,
+            invalid,
+            redis_errors,
+            shed,
+        }
+    }
+}
+
+struct Inner {
+    redis: ConnectionManager,
+    script: redis::Script,
+    stream_key: String,
+    channel: String,
+    maxlen: u64,
+    skew_ms: f64,
+    /// Bounds the requests waiting on Redis: the API's queue, with 503 as its policy when full.
+    in_flight: Semaphore,
+    /// Whether the last Redis call succeeded, for `/healthz`.
+    redis_ok: AtomicBool,
+    stats: ApiStats,
+}
+
+/// The ingest API, bound to its two ports.
+pub struct IngestApi {
+    listeners: Vec<TcpListener>,
+    state: Arc<Inner>,
+    shutdown_timeout: Duration,
+}
+
+impl IngestApi {
+    /// Binds both ports (0 picks a free one) and prepares the Redis connection, which connects lazily:
+    /// the API starts, and answers 503, while Redis is down.
+    pub async fn bind(api: &ApiArgs, redis: &RedisArgs) -> anyhow::Result<IngestApi> {
+        let client = redis::Client::open(redis.url()).context("invalid Redis URL")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = client
+            .get_connection_manager_lazy(config)
+            .context("cannot set up the Redis connection")?;
+        let mut listeners = Vec::new();
+        for (port, flag) in [
+            (api.http_port, "--http-port / SYSTEM1_HTTP_PORT"),
+            (api.http2_port, "--http2-port / SYSTEM1_HTTP2_PORT"),
+        ] {
+            let address = std::net::SocketAddr::new(api.host, port);
+            let listener = TcpListener::bind(address).await.with_context(|| {
+                format!("cannot listen on {address} (is the port in use? change it with {flag})")
+            })?;
+            listeners.push(listener);
+        }
+        let state = Arc::new(Inner {
+            redis: connection,
+            script: redis::Script::new(INGEST_SCRIPT),
+            stream_key: redis.stream_key.clone(),
+            channel: redis.channel.clone(),
+            maxlen: api.stream_maxlen,
+            skew_ms: api.max_clock_skew_ms as f64,
+            in_flight: Semaphore::new(api.max_in_flight as usize),
+            redis_ok: AtomicBool::new(true),
+            stats: ApiStats::new(),
+        });
+        Ok(IngestApi {
+            listeners,
+            state,
+            shutdown_timeout: Duration::from_millis(api.shutdown_timeout_ms),
+        })
+    }
+
+    /// The addresses of the two ports.
+    pub fn local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves both ports until `shutdown`, then lets in-flight requests finish (within the bound).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut servers = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            let app = router(self.state.clone());
+            let stop = stop.clone();
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            servers.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            });
+        }
+        shutdown.await;
+        stop.cancel();
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            while let Some(done) = servers.join_next().await {
+                done??;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        match drained {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(limit = ?self.shutdown_timeout, "requests still in flight at the shutdown limit");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn router(state: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/metrics", get(prometheus).post(ingest))
+        .route("/healthz", get(healthz))
+        .route("/api/health", get(healthz))
+        .route("/api/monitoring", get(monitoring))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn unavailable(message: impl Into<String>) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    response
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn ingest(State(state): State<Arc<Inner>>, headers: HeaderMap, body: Body) -> Response {
+    if !is_json(&headers) {
+        state.stats.invalid.inc();
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_MESSAGE_BYTES} bytes"),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+        state.stats.invalid.inc();
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await else {
+        state.stats.invalid.inc();
+        return too_large();
+    };
+    let metrics = match parse_metrics_body(&bytes) {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            state.stats.invalid.inc();
+            return invalid(e);
+        }
+    };
+    let batch_base =
+        (metrics.len() > 1 || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')).then_some("");
+    if let Err(e) = check_not_future(&metrics, lab_core::now_ms(), state.skew_ms, batch_base) {
+        state.stats.invalid.inc();
+        return invalid(e);
+    }
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        state.stats.shed.inc();
+        return unavailable("too many requests are waiting for Redis; retry later");
+    };
+    let mut invocation = state.script.key(&state.stream_key);
+    invocation
+        .arg(state.maxlen)
+        .arg(&state.channel)
+        .arg(metrics.len());
+    for metric in &metrics {
+        let fields = system1::to_stream_fields(metric);
+        let value = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        invocation
+            .arg(value(system1::field::SERVER_ID))
+            .arg(value(system1::field::TIMESTAMP))
+            .arg(value(system1::field::METRICS))
+            .arg(value(system1::field::SEQ))
+            .arg(serde_json::to_string(metric).expect("metrics serialize"));
+    }
+    let mut connection = state.redis.clone();
+    match invocation.invoke_async::<Vec<String>>(&mut connection).await {
+        Ok(ids) => {
+            state.redis_ok.store(true, Ordering::Relaxed);
+            state.stats.accepted.inc_by(ids.len() as u64);
+            (StatusCode::ACCEPTED, Json(Accepted::new(ids))).into_response()
+        }
+        Err(e) => {
+            state.redis_ok.store(false, Ordering::Relaxed);
+            state.stats.redis_errors.inc();
+            tracing::warn!(error = %e, "Redis refused or is unreachable: answering 503");
+            unavailable("Redis is unavailable; nothing was stored, retry later")
+        }
+    }
+}
+
+fn invalid(e: ParseError) -> Response {
+    (StatusCode::BAD_REQUEST, Json(InvalidPayload::new(e.problems()))).into_response()
+}
+
+async fn healthz(State(state): State<Arc<Inner>>) -> Response {
+    let mut connection = state.redis.clone();
+    let ping = tokio::time::timeout(
+        Duration::from_secs(1),
+        redis::cmd("PING").query_async::<String>(&mut connection),
+    )
+    .await;
+    let ok = matches!(ping, Ok(Ok(_)));
+    state.redis_ok.store(ok, Ordering::Relaxed);
+    let body = Healthz {
+        status: if ok { "ok" } else { "degraded" }.into(),
+        redis: if ok { "ready" } else { "unavailable" }.into(),
+    };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn monitoring(State(state): State<Arc<Inner>>) -> Json<serde_json::Value> {
+    let s = &state.stats;
+    Json(serde_json::json!({
+        "role": "api",
+        "redis": if state.redis_ok.load(Ordering::Relaxed) { "ready" } else { "unavailable" },
+        "metricsAccepted": s.accepted.get(),
+        "requestsInvalid": s.invalid.get(),
+        "redisErrors": s.redis_errors.get(),
+        "requestsShed": s.shed.get(),
+        "inFlightAvailable": state.in_flight.available_permits(),
+        "stream": state.stream_key,
+        "streamMaxLen": state.maxlen,
+    }))
+}
+
+async fn prometheus(State(state): State<Arc<Inner>>) -> Response {
+    let mut text = String::new();
+    encode(&mut text, &state.stats.registry).expect("writing to a String cannot fail");
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
