@@ -162,6 +162,41 @@ pub struct WorkerArgs {
     #[arg(long, env = "SYSTEM1_WORKER_COUNT", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub workers: u64,
+
+    /// The consumer group (created if absent).
+    #[arg(long, env = "SYSTEM1_REDIS_GROUP", default_value = "metrics-workers")]
+    pub group: String,
+
+    /// This process's consumer names start with this (then `-1`, `-2`, …). Default: host and pid, so
+    /// that every process in the group is distinct.
+    #[arg(long, env = "SYSTEM1_CONSUMER_NAME")]
+    pub consumer_name: Option<String>,
+
+    /// Most entries read per batch (`XREADGROUP COUNT`).
+    #[arg(long, env = "SYSTEM1_WORKER_BATCH", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+
+    /// How long one read waits for new entries (`BLOCK`), in ms; also bounds how long shutdown waits.
+    #[arg(long, env = "SYSTEM1_WORKER_BLOCK_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub block_ms: u64,
+
+    /// Entries pending this long with another consumer are claimed (`XAUTOCLAIM`): that consumer is
+    /// presumed dead. In ms.
+    #[arg(long, env = "SYSTEM1_CLAIM_IDLE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_idle_ms: u64,
+
+    /// The shortest aggregation window in ms; the others are 5× and 10× it (as System 2's).
+    #[arg(long, env = "SYSTEM1_AGG_WINDOW_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=8_640_000))]
+    pub agg_window_ms: u64,
+
+    /// Samples kept per server for the windows (as System 2's `SYSTEM2_BUFFER_SIZE`).
+    #[arg(long, env = "SYSTEM1_BUFFER_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub buffer_size: u64,
 }
 
 /// The broadcaster's port.

@@ -9,11 +9,13 @@
 //! | --- | --- |
 //! | [`config`] | flags and environment variables (the original's names) |
 //! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it |
+//! | [`worker`] | consumer-group workers: windows rebuilt from Redis, snapshots, `metric.processed`, XACK |
 //!
-//! Status: the API role is built; the workers and the broadcaster are not yet (issue #4).
+//! Status: the API and the workers are built; the broadcaster is not yet (issue #4).
 
 pub mod api;
 pub mod config;
+pub mod worker;
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,0 +1,432 @@
+//! Consumer-group workers: read the stream in batches, aggregate, store snapshots, announce, ack.
+//!
+//! ```text
+//! XAUTOCLAIM (entries a dead consumer left pending) or XREADGROUP … > (new entries), on the worker's
+//! own connection
+//!   └▶ per server: ZRANGE metrics:samples:<id>  → rebuild the windows (lab-core, as System 2)
+//!                  add this batch's metrics in order; skip those already there (redeliveries)
+//!   └▶ MULTI: ZADD samples · trim them · HSET metrics:latest:<id> · PUBLISH metric.processed · XACK
+//! ```
+//!
+//! **Why the window state lives in Redis.** All the workers of a group share one stream, and Redis hands
+//! each entry to whichever worker asks: the metrics of one server are spread over every worker. Windows
+//! kept in a worker's memory would each see a part, and contradict one another. So each server's
+//! recent samples are a sorted set in Redis (score: timestamp; member: the metric's identity and
+//! values), and a worker rebuilds the windows from it for each batch, with the very code System 2 uses.
+//! That costs a read per server per batch: the price of statelessness, and part of the lesson.
+//!
+//! **At least once, counted once.** An entry is acked only after its writes. A worker that dies before
+//! acking leaves the entry pending; after `--claim-idle-ms` another worker claims it (`XAUTOCLAIM`) and
+//! processes it again. The sample's member is its identity (`serverId`+`seq`, or the entry id without a
+//! `seq`), so a metric already in the set is recognised and not counted twice, nor announced twice.
+//!
+//! **A known approximation.** Two workers processing the same server at the same instant each rebuild
+//! the windows without the other's new metric; each publishes windows that miss one sample. The stored
+//! samples are complete, and the server's next update counts both.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::Context;
+use lab_core::Metric;
+use lab_core::aggregate::{Added, ServerWindows, WindowSpec, WindowSummaries};
+use lab_core::wire::system1::{self, Event, Processed};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+};
+use redis::{AsyncCommands, AsyncConnectionConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RedisArgs, WorkerArgs};
+
+/// The Redis key of a server's recent samples.
+pub fn samples_key(server_id: &str) -> String {
+    format!("metrics:samples:{server_id}")
+}
+
+/// The Redis key of a server's latest snapshot (the original's name).
+pub fn latest_key(server_id: &str) -> String {
+    format!("metrics:latest:{server_id}")
+}
+
+/// The consumer names of this process's workers: `--consumer-name` (else host and pid) plus `-1` … `-N`.
+/// Distinct across processes, so that a dead process's entries can be told apart and claimed.
+pub fn consumer_names(args: &WorkerArgs) -> Vec<String> {
+    let prefix = args.consumer_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "host".into());
+        format!("{host}-{}", std::process::id())
+    });
+    (1..=args.workers).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed a batch: how many entries, how many were redeliveries already counted, how many were
+    /// unreadable (acked and dropped: they can never succeed).
+    Processed {
+        /// Entries in the batch.
+        entries: usize,
+        /// Metrics already in the samples (redelivered): acked, not counted again.
+        duplicates: usize,
+        /// Entries that are not metrics.
+        unreadable: usize,
+        /// Entries claimed from a dead consumer.
+        claimed: usize,
+    },
+    /// Nothing to do within the block time.
+    Empty,
+}
+
+/// One consumer of the group.
+pub struct Worker {
+    /// Its consumer name.
+    pub name: String,
+    /// Its own connection for the blocking reads: a blocking XREADGROUP would stall every other command
+    /// on a shared multiplexed connection.
+    reader: MultiplexedConnection,
+    /// Writes go through the shared, auto-reconnecting connection.
+    writer: ConnectionManager,
+    stream: String,
+    group: String,
+    channel: String,
+    spec: WindowSpec,
+    capacity: usize,
+    batch_size: usize,
+    block_ms: usize,
+    claim_idle_ms: u64,
+}
+
+impl Worker {
+    /// Connects a consumer called `name`.
+    pub async fn connect(args: &WorkerArgs, redis: &RedisArgs, name: String) -> anyhow::Result<Worker> {
+        let client = redis::Client::open(redis.url()).context("invalid Redis URL")?;
+        // The response timeout must exceed the BLOCK time, or every idle read would time out.
+        let reader_config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(args.block_ms + 5_000)))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        let reader = client
+            .get_multiplexed_async_connection_with_config(&reader_config)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", redis.redis_host))?;
+        let writer_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let writer = client
+            .get_connection_manager_with_config(writer_config)
+            .await
+            .context("cannot connect to Redis")?;
+        let spec = WindowSpec::from_base(args.agg_window_ms)?;
+        Ok(Worker {
+            name,
+            reader,
+            writer,
+            stream: redis.stream_key.clone(),
+            group: args.group.clone(),
+            channel: redis.channel.clone(),
+            spec,
+            capacity: args.buffer_size as usize,
+            batch_size: args.batch_size as usize,
+            block_ms: args.block_ms as usize,
+            claim_idle_ms: args.claim_idle_ms,
+        })
+    }
+
+    /// Creates the consumer group (and the stream) if absent.
+    pub async fn ensure_group(&mut self) -> anyhow::Result<()> {
+        let created: redis::RedisResult<()> = self
+            .writer
+            .xgroup_create_mkstream(&self.stream, &self.group, "0")
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e).context("cannot create the consumer group"),
+        }
+    }
+
+    /// One step: claim what dead consumers left, else read new entries; process and ack them.
+    pub async fn process_batch(&mut self) -> anyhow::Result<Outcome> {
+        let options = StreamAutoClaimOptions::default().count(self.batch_size);
+        let claimed: StreamAutoClaimReply = self
+            .reader
+            .xautoclaim_options(
+                &self.stream,
+                &self.group,
+                &self.name,
+                self.claim_idle_ms,
+                "0-0",
+                options,
+            )
+            .await
+            .context("XAUTOCLAIM failed")?;
+        let (entries, claimed) = if claimed.claimed.is_empty() {
+            let options = StreamReadOptions::default()
+                .group(&self.group, &self.name)
+                .count(self.batch_size)
+                .block(self.block_ms);
+            let reply: Option<StreamReadReply> = self
+                .reader
+                .xread_options(&[&self.stream], &[">"], &options)
+                .await
+                .context("XREADGROUP failed")?;
+            let entries: Vec<StreamId> = reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect();
+            (entries, 0)
+        } else {
+            let n = claimed.claimed.len();
+            tracing::info!(worker = %self.name, claimed = n, "claimed entries left pending by another consumer");
+            (claimed.claimed, n)
+        };
+        if entries.is_empty() {
+            return Ok(Outcome::Empty);
+        }
+        let mut outcome = self.process(&entries).await?;
+        if let Outcome::Processed { claimed: c, .. } = &mut outcome {
+            *c = claimed;
+        }
+        Ok(outcome)
+    }
+
+    /// Aggregates, stores, announces and acks `entries`.
+    async fn process(&mut self, entries: &[StreamId]) -> anyhow::Result<Outcome> {
+        // Read every entry back into a metric; group them by server, keeping their order.
+        let mut unreadable = 0;
+        let mut by_server: Vec<(String, Vec<(&str, Metric)>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for entry in entries {
+            let fields = entry.map.iter().filter_map(|(k, v)| match v {
+                redis::Value::BulkString(b) => Some((k.as_str(), b.as_slice())),
+                _ => None,
+            });
+            match system1::from_stream_fields(fields) {
+                Ok(metric) => {
+                    let i = *index.entry(metric.server_id.clone()).or_insert_with(|| {
+                        by_server.push((metric.server_id.clone(), Vec::new()));
+                        by_server.len() - 1
+                    });
+                    by_server[i].1.push((entry.id.as_str(), metric));
+                }
+                Err(e) => {
+                    unreadable += 1;
+                    tracing::warn!(entry = %entry.id, error = %e, "unreadable stream entry: acking it so it is not retried forever");
+                }
+            }
+        }
+        // Every server's recent samples, in one round trip.
+        let mut reads = redis::pipe();
+        for (server, _) in &by_server {
+            reads.zrange_withscores(samples_key(server), 0, -1);
+        }
+        let stored: Vec<Vec<(String, f64)>> = reads
+            .query_async(&mut self.writer)
+            .await
+            .context("reading samples failed")?;
+
+        let mut writes = redis::pipe();
+        writes.atomic();
+        let mut duplicates = 0;
+        for ((server, metrics), samples) in by_server.iter().zip(stored) {
+            let mut windows = ServerWindows::new(&self.spec, self.capacity)?;
+            let mut known: HashSet<String> = HashSet::with_capacity(samples.len());
+            for (member, score) in &samples {
+                if let Some((identity, readings)) = decode_member(member) {
+                    windows.add(*score, &readings);
+                    known.insert(identity.to_owned());
+                }
+            }
+            let mut new_members: Vec<(f64, String)> = Vec::new();
+            let mut last: Option<(&str, &Metric, WindowSummaries)> = None;
+            for (id, metric) in metrics {
+                let identity = identity(metric, id);
+                if !known.insert(identity.clone()) {
+                    duplicates += 1;
+                    continue;
+                }
+                let added = windows.add(metric.timestamp, &metric.metrics);
+                if added != Added::Stale {
+                    new_members.push((metric.timestamp, encode_member(&identity, metric)));
+                }
+                let summaries = windows.summaries();
+                let event = Event::Processed {
+                    entry_id: (*id).to_owned(),
+                    payload: Processed {
+                        server_id: metric.server_id.clone(),
+                        timestamp: metric.timestamp,
+                        metrics: metric.metrics.clone(),
+                        seq: metric.seq,
+                        windows: Some(summaries.clone()),
+                    },
+                };
+                writes
+                    .publish(
+                        &self.channel,
+                        serde_json::to_string(&event).expect("events serialize"),
+                    )
+                    .ignore();
+                last = Some((id, metric, summaries));
+            }
+            let key = samples_key(server);
+            if !new_members.is_empty() {
+                writes.zadd_multiple(&key, &new_members).ignore();
+                // Keep the newest `capacity` samples, and none older than every window.
+                writes
+                    .zremrangebyrank(&key, 0, -(self.capacity as isize) - 1)
+                    .ignore();
+                if let Some(newest) = windows.newest() {
+                    let oldest_useful = newest - *self.spec.lengths_ms().last().unwrap_or(&0) as f64;
+                    writes
+                        .cmd("ZREMRANGEBYSCORE")
+                        .arg(&key)
+                        .arg("-inf")
+                        .arg(format!("({oldest_useful}"))
+                        .ignore();
+                }
+            }
+            if let Some((id, metric, summaries)) = last {
+                let fields = [
+                    ("serverId", metric.server_id.clone()),
+                    ("timestamp", metric.timestamp.to_string()),
+                    (
+                        "metrics",
+                        serde_json::to_string(&metric.metrics).expect("readings serialize"),
+                    ),
+                    ("seq", metric.seq.map(|s| s.to_string()).unwrap_or_default()),
+                    ("entryId", id.to_owned()),
+                    (
+                        "windows",
+                        serde_json::to_string(&summaries).expect("windows serialize"),
+                    ),
+                ];
+                writes.hset_multiple(latest_key(server), &fields).ignore();
+            }
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        writes.xack(&self.stream, &self.group, &ids).ignore();
+        writes
+            .query_async::<()>(&mut self.writer)
+            .await
+            .context("writing the batch failed")?;
+        Ok(Outcome::Processed {
+            entries: entries.len(),
+            duplicates,
+            unreadable,
+            claimed: 0,
+        })
+    }
+
+    /// Processes batches until `shutdown`; a batch under way is finished and acked first. Errors (Redis
+    /// gone) are logged and retried with a backoff: the entries stay pending and are processed later.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut group_ready = false;
+        while !shutdown.is_cancelled() {
+            if !group_ready {
+                match self.ensure_group().await {
+                    Ok(()) => group_ready = true,
+                    Err(e) => {
+                        tracing::warn!(worker = %self.name, error = %format!("{e:#}"), "cannot create the group yet")
+                    }
+                }
+            }
+            let result = if group_ready {
+                self.process_batch().await
+            } else {
+                Err(anyhow::anyhow!("no group yet"))
+            };
+            match result {
+                Ok(outcome) => {
+                    backoff = Duration::from_millis(100);
+                    if let Outcome::Processed {
+                        entries, duplicates, ..
+                    } = outcome
+                    {
+                        tracing::debug!(worker = %self.name, entries, duplicates, "processed a batch");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.name, error = %format!("{e:#}"), ?backoff, "batch failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    group_ready = false;
+                }
+            }
+        }
+        tracing::info!(worker = %self.name, "worker stopped");
+    }
+}
+
+/// A metric's identity in the samples: `serverId`+`seq` when it has a `seq` (so a re-sent metric is
+/// recognised even under a new entry id), else its entry id.
+fn identity(metric: &Metric, entry_id: &str) -> String {
+    match metric.seq {
+        Some(seq) => format!("s{seq}"),
+        None => format!("e{entry_id}"),
+    }
+}
+
+/// A sample as a sorted-set member: identity and the five aggregated values.
+fn encode_member(identity: &str, metric: &Metric) -> String {
+    let r = &metric.metrics;
+    let (rx, tx) = r.network.map_or((0.0, 0.0), |n| (n.rx, n.tx));
+    format!("{identity}|{}|{}|{}|{rx}|{tx}", r.cpu, r.memory, r.disk)
+}
+
+fn decode_member(member: &str) -> Option<(&str, lab_core::Readings)> {
+    let mut parts = member.split('|');
+    let identity = parts.next()?;
+    let mut next = || parts.next()?.parse::<f64>().ok();
+    let (cpu, memory, disk, rx, tx) = (next()?, next()?, next()?, next()?, next()?);
+    Some((
+        identity,
+        lab_core::Readings {
+            cpu,
+            memory,
+            disk,
+            network: Some(lab_core::Network { rx, tx }),
+            extra: vec![],
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip() {
+        let metric = Metric {
+            server_id: "s".into(),
+            timestamp: 1.0,
+            metrics: lab_core::Readings {
+                cpu: 12.5,
+                memory: 1.0,
+                disk: 2.0,
+                network: None,
+                extra: vec![],
+            },
+            seq: Some(9),
+        };
+        let member = encode_member(&identity(&metric, "1-0"), &metric);
+        assert_eq!(member, "s9|12.5|1|2|0|0");
+        let (id, readings) = decode_member(&member).unwrap();
+        assert_eq!(
+            (id, readings.cpu, readings.network.unwrap().rx),
+            ("s9", 12.5, 0.0)
+        );
+        assert_eq!(identity(&Metric { seq: None, ..metric }, "7-1"), "e7-1");
+        assert!(decode_member("garbage").is_none());
+    }
+}

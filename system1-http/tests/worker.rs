@@ -1,0 +1,302 @@
+//! System 1's workers against a real redis-server: batches, aggregation identical to System 2's,
+//! recovery of a dead consumer's entries, and redeliveries counted once.
+
+use std::time::Duration;
+
+use clap::Parser;
+use lab_core::aggregate::{ServerWindows, WindowSpec, WindowSummaries};
+use lab_core::wire::system1::to_stream_fields;
+use lab_core::{Metric, Network, Readings};
+use lab_testkit::RedisServer;
+use redis::Commands;
+use system1_http::config::{Cli, Role, WorkerArgs};
+use system1_http::worker::{Outcome, Worker, latest_key, samples_key};
+
+fn args(redis: &RedisServer, extra: &[&str]) -> (WorkerArgs, system1_http::config::RedisArgs) {
+    let url = redis.url();
+    let mut all = vec!["system1", "--redis-url", &url, "worker", "--block-ms", "100"];
+    all.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(all).unwrap();
+    let Role::Worker(w) = cli.role else { unreachable!() };
+    (w, cli.redis)
+}
+
+async fn worker(redis: &RedisServer, name: &str, extra: &[&str]) -> Worker {
+    let (w, r) = args(redis, extra);
+    let mut worker = Worker::connect(&w, &r, name.into()).await.unwrap();
+    worker.ensure_group().await.unwrap();
+    worker
+}
+
+fn metric(server: &str, ts: f64, cpu: f64, seq: u64) -> Metric {
+    Metric {
+        server_id: server.into(),
+        timestamp: ts,
+        metrics: Readings {
+            cpu,
+            memory: 40.0,
+            disk: 50.0,
+            network: Some(Network { rx: 100.0, tx: 200.0 }),
+            extra: vec![],
+        },
+        seq: Some(seq),
+    }
+}
+
+fn append(redis: &RedisServer, metrics: &[Metric]) -> Vec<String> {
+    let mut con = redis.connection();
+    metrics
+        .iter()
+        .map(|m| con.xadd("metrics:stream", "*", &to_stream_fields(m)).unwrap())
+        .collect()
+}
+
+fn latest_windows(redis: &RedisServer, server: &str) -> WindowSummaries {
+    let text: String = redis.connection().hget(latest_key(server), "windows").unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn pending(redis: &RedisServer) -> usize {
+    let reply: redis::streams::StreamPendingReply = redis
+        .connection()
+        .xpending("metrics:stream", "metrics-workers")
+        .unwrap();
+    reply.count()
+}
+
+#[tokio::test]
+async fn a_batch_is_aggregated_stored_announced_and_acked() {
+    let redis = RedisServer::start().unwrap();
+    let mut w = worker(&redis, "w1", &[]).await;
+    let mut subscriber = redis.connection();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("metrics:pubsub").unwrap();
+    pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+
+    let t = 1_763_800_000_000.0;
+    let ids = append(
+        &redis,
+        &[
+            metric("a", t, 10.0, 0),
+            metric("b", t, 50.0, 0),
+            metric("a", t + 500.0, 30.0, 1),
+        ],
+    );
+    let outcome = w.process_batch().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Processed {
+            entries: 3,
+            duplicates: 0,
+            unreadable: 0,
+            claimed: 0
+        }
+    );
+    assert_eq!(pending(&redis), 0, "everything acked");
+
+    let a = latest_windows(&redis, "a");
+    assert_eq!(a.get(1000).unwrap().samples, 2);
+    assert_eq!(a.get(1000).unwrap().averages.unwrap().cpu, 20.0);
+    let seq: String = redis.connection().hget(latest_key("a"), "seq").unwrap();
+    assert_eq!(seq, "1");
+
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let text: String = pubsub.get_message().unwrap().get_payload().unwrap();
+        events.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+    }
+    assert!(events.iter().all(|e| e["type"] == "metric.processed"));
+    let entry_ids: Vec<&str> = events.iter().map(|e| e["entryId"].as_str().unwrap()).collect();
+    assert!(ids.iter().all(|id| entry_ids.contains(&id.as_str())));
+    let last_a = events.iter().rfind(|e| e["payload"]["serverId"] == "a").unwrap();
+    assert_eq!(last_a["payload"]["windows"]["1000"]["samples"], 2);
+    assert_eq!(
+        last_a["payload"]["timestamp"],
+        t + 500.0,
+        "the metric's own timestamp"
+    );
+
+    assert_eq!(w.process_batch().await.unwrap(), Outcome::Empty);
+}
+
+/// The same metrics give the same windows in System 1 as in System 2's aggregator, however the worker
+/// batches them.
+#[tokio::test]
+async fn windows_equal_system_2s_for_the_same_input() {
+    let redis = RedisServer::start().unwrap();
+    let mut w = worker(&redis, "w1", &["--batch-size", "7"]).await;
+    let t = 1_763_800_000_000.0;
+    let metrics: Vec<Metric> = (0..60u32)
+        .map(|i| {
+            metric(
+                "s",
+                t + f64::from(i) * 150.0,
+                f64::from(i % 11) * 9.0,
+                u64::from(i),
+            )
+        })
+        .collect();
+    append(&redis, &metrics);
+    while w.process_batch().await.unwrap() != Outcome::Empty {}
+    let mut system2 = ServerWindows::new(&WindowSpec::default(), 500).unwrap();
+    for m in &metrics {
+        system2.add(m.timestamp, &m.metrics);
+    }
+    assert_eq!(latest_windows(&redis, "s"), system2.summaries());
+}
+
+#[tokio::test]
+async fn a_dead_consumers_entries_are_claimed_and_finished() {
+    let redis = RedisServer::start().unwrap();
+    let mut survivor = worker(&redis, "survivor", &["--claim-idle-ms", "100"]).await;
+    let t = 1_763_800_000_000.0;
+    append(
+        &redis,
+        &(0..5u32)
+            .map(|i| metric("s", t + f64::from(i), 10.0, u64::from(i)))
+            .collect::<Vec<_>>(),
+    );
+    // A consumer reads the batch and dies before processing it: the entries stay pending with it.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&[
+            "GROUP",
+            "metrics-workers",
+            "dead",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "metrics:stream",
+            ">",
+        ])
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(pending(&redis), 5);
+    assert_eq!(
+        survivor.process_batch().await.unwrap(),
+        Outcome::Empty,
+        "too early to presume it dead"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcome = survivor.process_batch().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Processed {
+            entries: 5,
+            duplicates: 0,
+            unreadable: 0,
+            claimed: 5
+        }
+    );
+    assert_eq!(pending(&redis), 0);
+    assert_eq!(latest_windows(&redis, "s").get(10000).unwrap().samples, 5);
+}
+
+/// A worker killed in the middle of its work: another takes over, nothing is lost, nothing counted twice.
+#[tokio::test]
+async fn a_worker_killed_mid_run_loses_nothing_and_counts_nothing_twice() {
+    let redis = RedisServer::start().unwrap();
+    let t = 1_763_800_000_000.0;
+    let metrics: Vec<Metric> = (0..2_000u32)
+        .map(|i| metric(&format!("s{}", i % 4), t + f64::from(i), 10.0, u64::from(i)))
+        .collect();
+    append(&redis, &metrics);
+    let (args, redis_args) = args(&redis, &["--batch-size", "50"]);
+    let victim = Worker::connect(&args, &redis_args, "victim".into())
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(victim.run(stop.clone()));
+    // Let it do some of the work, then kill it wherever it is.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let started: usize = redis.connection().zcard(samples_key("s0")).unwrap();
+        if started > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the victim never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.abort();
+    let _ = task.await;
+
+    let mut survivor = worker(
+        &redis,
+        "survivor",
+        &["--claim-idle-ms", "50", "--batch-size", "50"],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let outcome = survivor.process_batch().await.unwrap();
+        if outcome == Outcome::Empty && pending(&redis) == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never finished");
+    }
+    // Each server got 500 metrics 4 ms apart: all inside the 10 s window, each counted once.
+    for s in 0..4 {
+        let server = format!("s{s}");
+        let samples: usize = redis.connection().zcard(samples_key(&server)).unwrap();
+        assert_eq!(samples, 500, "{server}");
+        assert_eq!(
+            latest_windows(&redis, &server).get(10000).unwrap().samples,
+            500,
+            "{server}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_metric_is_acked_but_not_counted_again() {
+    let redis = RedisServer::start().unwrap();
+    let mut w = worker(&redis, "w1", &[]).await;
+    let t = 1_763_800_000_000.0;
+    // The same metric (same seq) appended twice, as a client retry after a lost 202 would.
+    append(&redis, &[metric("s", t, 10.0, 1), metric("s", t, 10.0, 1)]);
+    let outcome = w.process_batch().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Processed {
+            entries: 2,
+            duplicates: 1,
+            unreadable: 0,
+            claimed: 0
+        }
+    );
+    append(&redis, &[metric("s", t, 10.0, 1)]);
+    let outcome = w.process_batch().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Processed {
+            entries: 1,
+            duplicates: 1,
+            unreadable: 0,
+            claimed: 0
+        }
+    );
+    assert_eq!(latest_windows(&redis, "s").get(1000).unwrap().samples, 1);
+    assert_eq!(pending(&redis), 0);
+}
+
+#[tokio::test]
+async fn an_entry_that_is_not_a_metric_is_acked_and_counted() {
+    let redis = RedisServer::start().unwrap();
+    let mut w = worker(&redis, "w1", &[]).await;
+    let _: String = redis
+        .connection()
+        .xadd("metrics:stream", "*", &[("hello", "world")])
+        .unwrap();
+    append(&redis, &[metric("s", 1_763_800_000_000.0, 10.0, 1)]);
+    let outcome = w.process_batch().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Processed {
+            entries: 2,
+            duplicates: 0,
+            unreadable: 1,
+            claimed: 0
+        }
+    );
+    assert_eq!(pending(&redis), 0, "a poison entry must not be retried forever");
+}
