@@ -13,6 +13,7 @@
 //! | [`parse`] | the entry points from bytes: size and depth checks, fast path, full diagnosis |
 //! | [`wire`] | every other message of `shared/protocol.md`, for System 1 and System 2 |
 //! | [`aggregate`] | per-server sliding windows, O(1) per sample |
+//! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy both systems apply |
 //! | [`logging`] | pino/bunyan JSON logs or human logs, and the `--log-level` flag |
 //! | [`secret`] | passwords and tokens that never print |
 //!
@@ -23,6 +24,7 @@ pub mod aggregate;
 pub mod limits;
 pub mod logging;
 pub mod metric;
+pub mod outbox;
 pub mod parse;
 pub mod problem;
 pub mod secret;

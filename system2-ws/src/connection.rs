@@ -22,7 +22,11 @@ use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, IngestError};
-use crate::outbox::{Outbox, Preferences, Update};
+use lab_core::outbox::Preferences;
+
+use crate::hub::Outbox;
+
+type Update = lab_core::outbox::Update<axum::extract::ws::Utf8Bytes>;
 use crate::stats::CloseReason;
 
 /// Most messages handled per wake-up before the loop looks at its other duties (heartbeat,

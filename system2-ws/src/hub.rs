@@ -30,7 +30,10 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::outbox::{Outbox, Pushed, Update};
+use lab_core::outbox::{Pushed, Update};
+
+/// System 2's outbox: frames are WebSocket `Utf8Bytes`, shared by reference count.
+pub type Outbox = lab_core::outbox::Outbox<axum::extract::ws::Utf8Bytes>;
 use crate::stats::Stats;
 
 /// How many shards the server table is split into.

@@ -9,11 +9,10 @@
 //! | [`config`] | flags and environment variables |
 //! | [`hub`] | the shared state: server windows (sharded), the dashboard registry, the counters |
 //! | [`connection`] | one WebSocket connection's loop: messages, acks, updates, heartbeat, limits |
-//! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy |
 //! | [`stats`] | counters and close reasons, exposed to Prometheus and the monitoring JSON |
 //!
 //! A metric's way through: `connection` parses it (lab-core) → `hub` aggregates it (lab-core's
-//! windows) and pushes one serialized update to each matching `outbox` → each dashboard's own
+//! windows) and pushes one serialized update to each matching outbox (lab-core's) → each dashboard's own
 //! `connection` task sends it. The producer gets its ack from its own task, right after.
 //!
 //! Run with `cargo run --release -p system2-ws --bin system2`; see `--help`.
@@ -21,7 +20,6 @@
 pub mod config;
 pub mod connection;
 pub mod hub;
-pub mod outbox;
 pub mod stats;
 
 use std::collections::HashMap;

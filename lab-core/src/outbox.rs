@@ -17,27 +17,32 @@
 //! sends the latest of each server at most `maxHz` times a second.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
 /// The text of a `metric.update` frame up to its payload; the payload follows, then `}`.
 pub const UPDATE_PREFIX: &str = r#"{"type":"metric.update","payload":"#;
 
-/// One server's new aggregates, serialized once and shared by every dashboard that receives them.
+/// What a frame must be to travel through an outbox: text, cheap to clone. System 2 uses its WebSocket
+/// library's reference-counted `Utf8Bytes`, so that one update sent to a hundred dashboards copies no
+/// bytes; `String` works too.
+pub trait FrameText: Clone + Deref<Target = str> + From<String> + Send + Sync + 'static {}
+impl<T: Clone + Deref<Target = str> + From<String> + Send + Sync + 'static> FrameText for T {}
+
+/// One server's update, serialized once and shared by every dashboard that receives it.
 #[derive(Debug)]
-pub struct Update {
+pub struct Update<F> {
     /// Whose update this is: the key for coalescing.
     pub server_id: String,
-    /// The whole `metric.update` frame. `Utf8Bytes` clones by reference count: sending one update to a
-    /// hundred dashboards copies no bytes.
-    pub frame: Utf8Bytes,
+    /// The whole frame as sent.
+    pub frame: F,
 }
 
-impl Update {
-    /// Wraps a serialized `UpdatePayload` into a `metric.update` frame.
+impl<F: FrameText> Update<F> {
+    /// Wraps a serialized `UpdatePayload` into a System 2 `metric.update` frame.
     pub fn new(server_id: &str, payload_json: &str) -> Self {
         let mut frame = String::with_capacity(UPDATE_PREFIX.len() + payload_json.len() + 1);
         frame.push_str(UPDATE_PREFIX);
@@ -49,9 +54,20 @@ impl Update {
         }
     }
 
-    /// The payload alone, for `metric.updates` batches.
+    /// A frame relayed as it is (System 1's pub/sub events).
+    pub fn verbatim(server_id: &str, frame: F) -> Self {
+        Update {
+            server_id: server_id.to_owned(),
+            frame,
+        }
+    }
+
+    /// The payload of a `metric.update` frame, for `metric.updates` batches.
     pub fn payload(&self) -> &str {
-        &self.frame[UPDATE_PREFIX.len()..self.frame.len() - 1]
+        self.frame
+            .strip_prefix(UPDATE_PREFIX)
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or(&self.frame)
     }
 }
 
@@ -80,7 +96,7 @@ pub struct Preferences {
 /// One dashboard's outgoing updates. Shared between the producers that push and the dashboard's own
 /// connection task that sends.
 #[derive(Debug)]
-pub struct Outbox {
+pub struct Outbox<F> {
     /// The connection this outbox belongs to, for the registry and for monitoring.
     pub connection_id: u64,
     /// What the dashboard asked for.
@@ -89,20 +105,30 @@ pub struct Outbox {
     capacity: usize,
     /// The queue and the coalescing table. A std `Mutex`: it is held for a few instructions and
     /// never across an `.await`, which is when a blocking mutex is the faster choice.
-    state: Mutex<State>,
+    state: Mutex<State<F>>,
     /// Wakes the connection task when there is something to send.
     ready: Notify,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    queue: VecDeque<std::sync::Arc<Update>>,
-    latest: HashMap<String, std::sync::Arc<Update>>,
+#[derive(Debug)]
+struct State<F> {
+    queue: VecDeque<Arc<Update<F>>>,
+    latest: HashMap<String, Arc<Update<F>>>,
     /// Since when the queue has been full (or, for `maxHz`, the table), if it is.
     backed_up_since: Option<Instant>,
 }
 
-impl Outbox {
+impl<F> Default for State<F> {
+    fn default() -> Self {
+        State {
+            queue: VecDeque::new(),
+            latest: HashMap::new(),
+            backed_up_since: None,
+        }
+    }
+}
+
+impl<F: FrameText> Outbox<F> {
     /// An empty outbox.
     pub fn new(connection_id: u64, preferences: Preferences, capacity: usize) -> Self {
         Outbox {
@@ -114,14 +140,14 @@ impl Outbox {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<F>> {
         // A panic while holding this lock cannot leave the queue inconsistent (every mutation is a
         // single push or take), so a poisoned lock is still safe to use.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds an update, never blocking. See the module docs for the policy.
-    pub fn push(&self, update: &std::sync::Arc<Update>) -> Pushed {
+    pub fn push(&self, update: &Arc<Update<F>>) -> Pushed {
         let outcome = {
             let mut s = self.state();
             if self.preferences.max_hz.is_none() && s.queue.len() < self.capacity {
@@ -164,7 +190,7 @@ impl Outbox {
     }
 
     /// Takes up to `max` updates to send: queued ones first, in order, then coalesced ones.
-    pub fn take(&self, max: usize) -> Vec<std::sync::Arc<Update>> {
+    pub fn take(&self, max: usize) -> Vec<Arc<Update<F>>> {
         let mut s = self.state();
         let from_queue = s.queue.len().min(max);
         let mut out: Vec<_> = s.queue.drain(..from_queue).collect();
@@ -204,18 +230,16 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
-    fn update(server: &str, n: u32) -> Arc<Update> {
+    fn update(server: &str, n: u32) -> Arc<Update<String>> {
         Arc::new(Update::new(
             server,
             &format!(r#"{{"serverId":"{server}","n":{n}}}"#),
         ))
     }
 
-    fn every_update(capacity: usize) -> Outbox {
+    fn every_update(capacity: usize) -> Outbox<String> {
         Outbox::new(
             1,
             Preferences {
@@ -227,7 +251,7 @@ mod tests {
         )
     }
 
-    fn payloads(updates: &[Arc<Update>]) -> Vec<String> {
+    fn payloads(updates: &[Arc<Update<String>>]) -> Vec<String> {
         updates.iter().map(|u| u.payload().to_owned()).collect()
     }
 
@@ -299,6 +323,12 @@ mod tests {
     }
 
     #[test]
+    fn verbatim_frames_travel_unchanged() {
+        let u: Update<String> = Update::verbatim("s", r#"{"type":"metric.processed"}"#.to_owned());
+        assert_eq!(u.payload(), r#"{"type":"metric.processed"}"#);
+    }
+
+    #[test]
     fn take_respects_its_limit() {
         let o = every_update(10);
         for n in 0..5 {
@@ -310,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_update_frame_wraps_the_payload() {
-        let u = Update::new("s", r#"{"serverId":"s"}"#);
+        let u: Update<String> = Update::new("s", r#"{"serverId":"s"}"#);
         assert_eq!(
             u.frame.as_str(),
             r#"{"type":"metric.update","payload":{"serverId":"s"}}"#
