@@ -199,10 +199,35 @@ pub struct WorkerArgs {
     pub buffer_size: u64,
 }
 
-/// The broadcaster's port.
+/// The broadcaster's settings.
 #[derive(Debug, Clone, Args)]
 pub struct BroadcasterArgs {
-    /// Dashboard WebSocket port.
+    /// Dashboard WebSocket port (ops endpoints on the same port).
     #[arg(long, env = "SYSTEM1_WS_PORT", default_value_t = 4002)]
     pub ws_port: u16,
+
+    /// Address the broadcaster listens on.
+    #[arg(long = "ws-host", env = "SYSTEM1_WS_HOST", default_value = "0.0.0.0")]
+    pub ws_host: std::net::IpAddr,
+
+    /// Events queued per dashboard before they are coalesced to the latest per server (then dropped and
+    /// counted), as in System 2.
+    #[arg(long, env = "SYSTEM1_DASHBOARD_QUEUE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub dashboard_queue: u64,
+
+    /// Milliseconds a dashboard may stay backed up before it is closed with 1008.
+    #[arg(long, env = "SYSTEM1_SLOW_DASHBOARD_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub slow_dashboard_ms: u64,
+
+    /// Milliseconds between heartbeat pings; a dashboard silent for a whole interval is dropped (4000).
+    #[arg(long, env = "SYSTEM1_PING_INTERVAL_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub ping_interval_ms: u64,
+
+    /// Most dashboard connections at once; one more is closed with 1013.
+    #[arg(long, env = "SYSTEM1_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }

@@ -10,10 +10,10 @@
 //! | [`config`] | flags and environment variables (the original's names) |
 //! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it |
 //! | [`worker`] | consumer-group workers: windows rebuilt from Redis, snapshots, `metric.processed`, XACK |
-//!
-//! Status: the API and the workers are built; the broadcaster is not yet (issue #4).
+//! | [`broadcaster`] | pub/sub → dashboards over WebSocket, with System 2's slow-dashboard policy |
 
 pub mod api;
+pub mod broadcaster;
 pub mod config;
 pub mod worker;
 

@@ -2,7 +2,11 @@
 
 use clap::Parser;
 use system1_http::api::IngestApi;
-use system1_http::config::{Cli, Role};
+use system1_http::broadcaster::Broadcaster;
+use system1_http::config::{ApiArgs, BroadcasterArgs, Cli, RedisArgs, Role, WorkerArgs};
+use system1_http::worker::{Worker, consumer_names};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -12,28 +16,79 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     lab_core::logging::init("system1", &cli.log, lab_core::logging::LogTarget::Stdout)?;
+    let stop = CancellationToken::new();
+    let mut roles = JoinSet::new();
     match &cli.role {
-        Role::Api(api) => {
-            let server = IngestApi::bind(api, &cli.redis).await?;
-            tracing::info!(addresses = ?server.local_addrs(), redis = %cli.redis.redis_host, "System 1 API listening (HTTP/1.1 and HTTP/2 on both ports)");
-            server.run(system1_http::shutdown_signal()).await
+        Role::Api(api) => start_api(&mut roles, api, &cli.redis, &stop).await?,
+        Role::Worker(workers) => start_workers(&mut roles, workers, &cli.redis, &stop).await?,
+        Role::Broadcaster(b) => start_broadcaster(&mut roles, b, &cli.redis, &stop).await?,
+        Role::All {
+            api,
+            worker,
+            broadcaster,
+        } => {
+            start_broadcaster(&mut roles, broadcaster, &cli.redis, &stop).await?;
+            start_workers(&mut roles, worker, &cli.redis, &stop).await?;
+            start_api(&mut roles, api, &cli.redis, &stop).await?;
         }
-        Role::Worker(args) => {
-            let stop = tokio_util::sync::CancellationToken::new();
-            let mut workers = tokio::task::JoinSet::new();
-            for name in system1_http::worker::consumer_names(args) {
-                let worker = system1_http::worker::Worker::connect(args, &cli.redis, name.clone()).await?;
-                tracing::info!(worker = %name, group = %args.group, "worker started");
-                workers.spawn(worker.run(stop.clone()));
-            }
-            system1_http::shutdown_signal().await;
-            // Each worker finishes and acks the batch it is in, then stops.
-            stop.cancel();
-            while workers.join_next().await.is_some() {}
-            Ok(())
-        }
-        Role::Broadcaster(_) | Role::All { .. } => anyhow::bail!(
-            "the System 1 broadcaster is not built yet (issue #4); `system1 api` and `system1 worker` are"
-        ),
     }
+    tokio::select! {
+        _ = system1_http::shutdown_signal() => {}
+        Some(ended) = roles.join_next() => {
+            // A role ended by itself: stop the others and report why.
+            stop.cancel();
+            ended??;
+        }
+    }
+    stop.cancel();
+    while let Some(ended) = roles.join_next().await {
+        ended??;
+    }
+    tracing::info!("System 1 stopped");
+    Ok(())
+}
+
+async fn start_api(
+    roles: &mut JoinSet<anyhow::Result<()>>,
+    args: &ApiArgs,
+    redis: &RedisArgs,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let api = IngestApi::bind(args, redis).await?;
+    tracing::info!(addresses = ?api.local_addrs(), "System 1 API listening (HTTP/1.1 and HTTP/2 on both ports)");
+    let stop = stop.clone();
+    roles.spawn(api.run(async move { stop.cancelled().await }));
+    Ok(())
+}
+
+async fn start_workers(
+    roles: &mut JoinSet<anyhow::Result<()>>,
+    args: &WorkerArgs,
+    redis: &RedisArgs,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    for name in consumer_names(args) {
+        let worker = Worker::connect(args, redis, name.clone()).await?;
+        tracing::info!(worker = %name, group = %args.group, "worker started");
+        let stop = stop.clone();
+        // Each worker finishes and acks the batch it is in, then stops.
+        roles.spawn(async move {
+            worker.run(stop).await;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+async fn start_broadcaster(
+    roles: &mut JoinSet<anyhow::Result<()>>,
+    args: &BroadcasterArgs,
+    redis: &RedisArgs,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let broadcaster = Broadcaster::bind(args, redis).await?;
+    tracing::info!(address = %broadcaster.local_addr(), "System 1 broadcaster listening for dashboards");
+    let stop = stop.clone();
+    roles.spawn(broadcaster.run(async move { stop.cancelled().await }));
+    Ok(())
 }

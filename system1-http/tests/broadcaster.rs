@@ -1,0 +1,269 @@
+//! System 1's broadcaster against a real redis-server, and the whole pipeline end to end.
+
+use std::time::Duration;
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use lab_testkit::RedisServer;
+use redis::Commands;
+use serde_json::{Value, json};
+use system1_http::api::IngestApi;
+use system1_http::broadcaster::Broadcaster;
+use system1_http::config::{Cli, Role};
+use system1_http::worker::Worker;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn start_broadcaster(redis: &RedisServer) -> String {
+    let url = redis.url();
+    let cli = Cli::try_parse_from([
+        "system1",
+        "--redis-url",
+        &url,
+        "broadcaster",
+        "--ws-host",
+        "127.0.0.1",
+        "--ws-port",
+        "0",
+    ])
+    .unwrap();
+    let Role::Broadcaster(args) = &cli.role else {
+        unreachable!()
+    };
+    let b = Broadcaster::bind(args, &cli.redis).await.unwrap();
+    let address = b.local_addr();
+    tokio::spawn(b.run(std::future::pending()));
+    // Wait until it is subscribed (its health says so).
+    let health = format!("http://{address}/healthz");
+    for _ in 0..100 {
+        if reqwest::get(&health).await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    format!("ws://{address}/")
+}
+
+async fn connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+}
+
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame in time");
+        if let Some(Ok(Message::Text(text))) = next {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+fn event(kind: &str, server: &str, seq: u64) -> String {
+    json!({"type": kind, "entryId": format!("{seq}-0"), "payload": {"serverId": server, "timestamp": 1.0, "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}}).to_string()
+}
+
+#[tokio::test]
+async fn events_are_relayed_verbatim_to_dashboards_that_want_them() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis).await;
+    let mut all = connect(&url).await;
+    let mut only_b = connect(&url).await;
+    send(&mut only_b, json!({"type": "subscribe", "serverId": "b"})).await;
+    assert_eq!(
+        recv(&mut only_b).await,
+        json!({"type": "subscription.ack", "serverId": "b"})
+    );
+    send(&mut all, json!({"type": "subscribe", "serverId": null})).await;
+    assert_eq!(
+        recv(&mut all).await,
+        json!({"type": "subscription.ack", "serverId": null})
+    );
+
+    let mut con = redis.connection();
+    let sent = [
+        event("metric.ingested", "a", 1),
+        event("metric.processed", "b", 2),
+        event("metric.processed", "a", 3),
+    ];
+    for text in &sent {
+        let _: () = con.publish("metrics:pubsub", text).unwrap();
+    }
+    for text in &sent {
+        assert_eq!(
+            recv(&mut all).await,
+            serde_json::from_str::<Value>(text).unwrap(),
+            "relayed as published"
+        );
+    }
+    assert_eq!(recv(&mut only_b).await["payload"]["seq"], 2);
+    // Nothing else for b: a's events were filtered out.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), only_b.next())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn snapshots_come_from_the_workers_hashes() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis).await;
+    let windows = json!({"1000": {"samples": 1, "averages": {"cpu": 5.0, "memory": 1.0, "disk": 2.0, "networkIn": 0.0, "networkOut": 0.0}}});
+    for id in ["b", "a"] {
+        let _: () = redis
+            .connection()
+            .hset_multiple(
+                format!("metrics:latest:{id}"),
+                &[
+                    ("serverId", id),
+                    ("timestamp", "123.5"),
+                    ("seq", "9"),
+                    ("windows", &windows.to_string()),
+                ],
+            )
+            .unwrap();
+    }
+    let mut ws = connect(&url).await;
+    send(&mut ws, json!({"type": "snapshot.request", "serverId": "a"})).await;
+    let one = recv(&mut ws).await;
+    assert_eq!(one["type"], "snapshot");
+    assert_eq!(one["payload"]["serverId"], "a");
+    assert_eq!(one["payload"]["timestamp"], 123.5);
+    assert_eq!(one["payload"]["windows"]["1000"]["averages"]["cpu"], 5.0);
+    send(&mut ws, json!({"type": "snapshot.request", "serverId": "nobody"})).await;
+    assert_eq!(recv(&mut ws).await, json!({"type": "snapshot", "payload": null}));
+    send(&mut ws, json!({"type": "snapshot.request"})).await;
+    let all = recv(&mut ws).await;
+    let ids: Vec<&str> = all["payload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["serverId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_malformed_message_gets_the_originals_error_and_the_connection_stays() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis).await;
+    let mut ws = connect(&url).await;
+    for bad in [
+        json!({"type": "publish"}),
+        json!({"type": "subscribe", "serverId": 5}),
+        json!("hello"),
+    ] {
+        send(&mut ws, bad.clone()).await;
+        let reply = recv(&mut ws).await;
+        assert_eq!(reply["type"], "error", "{bad}");
+        assert_eq!(reply["message"], "Malformed client message", "{bad}");
+    }
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(recv(&mut ws).await["message"], "Malformed client message");
+    send(&mut ws, json!({"type": "subscribe", "serverId": null})).await;
+    assert_eq!(recv(&mut ws).await["type"], "subscription.ack");
+}
+
+#[tokio::test]
+async fn after_a_redis_restart_it_resubscribes_by_itself() {
+    let mut redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis).await;
+    let mut ws = connect(&url).await;
+    redis.stop();
+    redis.restart().unwrap();
+    // Publish until the broadcaster is back on the channel and relays.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut con = redis.connection();
+    loop {
+        let _: () = con
+            .publish("metrics:pubsub", event("metric.processed", "a", 1))
+            .unwrap();
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(200), ws.next()).await
+        {
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap()["type"],
+                "metric.processed"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never resubscribed");
+    }
+}
+
+/// The whole of System 1: POST → stream → worker → pub/sub → broadcaster → dashboard.
+#[tokio::test]
+async fn a_posted_metric_reaches_a_dashboard_through_the_whole_pipeline() {
+    let redis = RedisServer::start().unwrap();
+    let ws_url = start_broadcaster(&redis).await;
+    let url = redis.url();
+    let cli = Cli::try_parse_from([
+        "system1",
+        "--redis-url",
+        &url,
+        "all",
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--http2-port",
+        "0",
+        "--block-ms",
+        "100",
+    ])
+    .unwrap();
+    let Role::All { api, worker, .. } = &cli.role else {
+        unreachable!()
+    };
+    let api = IngestApi::bind(api, &cli.redis).await.unwrap();
+    let api_url = format!("http://{}", api.local_addrs()[0]);
+    tokio::spawn(api.run(std::future::pending()));
+    let worker = Worker::connect(worker, &cli.redis, "e2e".into()).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(worker.run(stop.clone()));
+
+    let mut dashboard = connect(&ws_url).await;
+    let timestamp = lab_core::now_ms();
+    let metric = json!({"serverId": "server-1", "timestamp": timestamp, "metrics": {"cpu": 42.0, "memory": 1, "disk": 2}, "seq": 5});
+    let response = reqwest::Client::new()
+        .post(format!("{api_url}/metrics"))
+        .json(&metric)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let event = recv(&mut dashboard).await;
+        assert_eq!(
+            event["payload"]["timestamp"], timestamp,
+            "the metric's own timestamp"
+        );
+        if event["type"] == "metric.processed" {
+            assert_eq!(event["payload"]["windows"]["1000"]["averages"]["cpu"], 42.0);
+        }
+        kinds.push(event["type"].as_str().unwrap().to_owned());
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["metric.ingested", "metric.processed"]);
+    send(
+        &mut dashboard,
+        json!({"type": "snapshot.request", "serverId": "server-1"}),
+    )
+    .await;
+    let snapshot = loop {
+        let reply = recv(&mut dashboard).await;
+        if reply["type"] == "snapshot" {
+            break reply;
+        }
+    };
+    assert_eq!(snapshot["payload"]["seq"], 5);
+    stop.cancel();
+}
