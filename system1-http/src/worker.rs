@@ -17,8 +17,9 @@
 //!
 //! **At least once, counted once.** An entry is acked only after its writes. A worker that dies before
 //! acking leaves the entry pending; after `--claim-idle-ms` another worker claims it (`XAUTOCLAIM`) and
-//! processes it again. The sample's member is its identity (`serverId`+`seq`, or the entry id without a
-//! `seq`), so a metric already in the set is recognised and not counted twice, nor announced twice.
+//! processes it again. The sample's member is its identity (`serverId`+`seq`+`timestamp`, or the entry
+//! id without a `seq`), so a metric already in the set is recognised and not counted twice, nor
+//! announced twice.
 //!
 //! **A known approximation.** Two workers processing the same server at the same instant each rebuild
 //! the windows without the other's new metric; each publishes windows that miss one sample. The stored
@@ -43,6 +44,24 @@ use crate::config::{RedisArgs, WorkerArgs};
 /// The Redis key of a server's recent samples.
 pub fn samples_key(server_id: &str) -> String {
     format!("metrics:samples:{server_id}")
+}
+
+/// The Redis key of a server's sample-set version: incremented with every write to its samples, so that a
+/// worker can tell whether its cached windows are still the truth.
+pub fn version_key(server_id: &str) -> String {
+    format!("metrics:samples-version:{server_id}")
+}
+
+/// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
+const CACHE_MAX_SERVERS: usize = 10_000;
+
+/// A worker's cached view of one server's samples.
+struct Cached {
+    windows: ServerWindows,
+    /// Identities of the samples in `windows`.
+    known: HashSet<String>,
+    /// The sample-set version this view matches.
+    version: i64,
 }
 
 /// The Redis key of a server's latest snapshot (the original's name).
@@ -101,6 +120,10 @@ pub struct Worker {
     batch_size: usize,
     block_ms: usize,
     claim_idle_ms: u64,
+    /// Per server, the windows as of a known version of its samples: most batches then read nothing.
+    cache: HashMap<String, Cached>,
+    /// When dead consumers' entries were last looked for.
+    last_claim: Option<std::time::Instant>,
 }
 
 impl Worker {
@@ -135,6 +158,8 @@ impl Worker {
             batch_size: args.batch_size as usize,
             block_ms: args.block_ms as usize,
             claim_idle_ms: args.claim_idle_ms,
+            cache: HashMap::new(),
+            last_claim: None,
         })
     }
 
@@ -153,19 +178,25 @@ impl Worker {
 
     /// One step: claim what dead consumers left, else read new entries; process and ack them.
     pub async fn process_batch(&mut self) -> anyhow::Result<Outcome> {
-        let options = StreamAutoClaimOptions::default().count(self.batch_size);
-        let claimed: StreamAutoClaimReply = self
-            .reader
-            .xautoclaim_options(
-                &self.stream,
-                &self.group,
-                &self.name,
-                self.claim_idle_ms,
-                "0-0",
-                options,
-            )
-            .await
-            .context("XAUTOCLAIM failed")?;
+        // Looking for a dead consumer's entries costs a command: do it a few times per idle period only.
+        let claim_every = Duration::from_millis(self.claim_idle_ms / 4);
+        let claimed = if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
+            self.last_claim = Some(std::time::Instant::now());
+            let options = StreamAutoClaimOptions::default().count(self.batch_size);
+            self.reader
+                .xautoclaim_options(
+                    &self.stream,
+                    &self.group,
+                    &self.name,
+                    self.claim_idle_ms,
+                    "0-0",
+                    options,
+                )
+                .await
+                .context("XAUTOCLAIM failed")?
+        } else {
+            StreamAutoClaimReply::default()
+        };
         let (entries, claimed) = if claimed.claimed.is_empty() {
             let options = StreamReadOptions::default()
                 .group(&self.group, &self.name)
@@ -222,28 +253,29 @@ impl Worker {
                 }
             }
         }
-        // Every server's recent samples, in one round trip.
-        let mut reads = redis::pipe();
+        // Which cached views are still the truth: one round trip for the versions.
+        let mut versions = redis::pipe();
         for (server, _) in &by_server {
-            reads.zrange_withscores(samples_key(server), 0, -1);
+            versions.get(version_key(server)).zcard(samples_key(server));
         }
-        let stored: Vec<Vec<(String, f64)>> = reads
+        let states: Vec<(Option<i64>, usize)> = versions
             .query_async(&mut self.writer)
             .await
-            .context("reading samples failed")?;
+            .context("reading versions failed")?;
+        if self.cache.len() > CACHE_MAX_SERVERS {
+            self.cache.clear();
+        }
+        for ((server, _), (version, count)) in by_server.iter().zip(states) {
+            self.refresh(server, version.unwrap_or(0), count).await?;
+        }
 
         let mut writes = redis::pipe();
         writes.atomic();
         let mut duplicates = 0;
-        for ((server, metrics), samples) in by_server.iter().zip(stored) {
-            let mut windows = ServerWindows::new(&self.spec, self.capacity)?;
-            let mut known: HashSet<String> = HashSet::with_capacity(samples.len());
-            for (member, score) in &samples {
-                if let Some((identity, readings)) = decode_member(member) {
-                    windows.add(*score, &readings);
-                    known.insert(identity.to_owned());
-                }
-            }
+        let mut touched: Vec<&str> = Vec::new();
+        for (server, metrics) in &by_server {
+            let cached = self.cache.get_mut(server).expect("refreshed above");
+            let (windows, known) = (&mut cached.windows, &mut cached.known);
             let mut new_members: Vec<(f64, String)> = Vec::new();
             let mut last: Option<(&str, &Metric, WindowSummaries)> = None;
             for (id, metric) in metrics {
@@ -277,7 +309,9 @@ impl Worker {
             }
             let key = samples_key(server);
             if !new_members.is_empty() {
+                touched.push(server);
                 writes.zadd_multiple(&key, &new_members).ignore();
+                writes.incr(version_key(server), 1);
                 // Keep the newest `capacity` samples, and none older than every window.
                 writes
                     .zremrangebyrank(&key, 0, -(self.capacity as isize) - 1)
@@ -312,16 +346,83 @@ impl Worker {
         }
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         writes.xack(&self.stream, &self.group, &ids).ignore();
-        writes
-            .query_async::<()>(&mut self.writer)
-            .await
-            .context("writing the batch failed")?;
+        let new_versions: Vec<i64> = match writes.query_async(&mut self.writer).await {
+            Ok(v) => v,
+            Err(e) => {
+                // The cached views now hold metrics that were not stored: forget them.
+                self.cache.clear();
+                return Err(e).context("writing the batch failed");
+            }
+        };
+        for (server, version) in touched.iter().zip(new_versions) {
+            let cached = self.cache.get_mut(*server).expect("cached above");
+            // If another worker wrote in between, the versions differ by more than one: the next batch
+            // of this server notices the mismatch and catches up.
+            cached.version = if version == cached.version + 1 {
+                version
+            } else {
+                -1
+            };
+        }
         Ok(Outcome::Processed {
             entries: entries.len(),
             duplicates,
             unreadable,
             claimed: 0,
         })
+    }
+
+    /// Makes the cached view of `server` match its samples in Redis (`version`, `count` members).
+    ///
+    /// Same version: nothing to do. Otherwise another worker wrote: fetch only the samples newer than
+    /// the newest we have, and if the count still differs (someone inserted an older, late sample, or
+    /// this worker never saw the server), rebuild the view from all of them.
+    async fn refresh(&mut self, server: &str, version: i64, count: usize) -> anyhow::Result<()> {
+        if self
+            .cache
+            .get(server)
+            .is_some_and(|c| c.version == version && c.windows.len() == count)
+        {
+            return Ok(());
+        }
+        let key = samples_key(server);
+        if let Some(cached) = self.cache.get_mut(server)
+            && let Some(newest) = cached.windows.newest()
+        {
+            let newer: Vec<(String, f64)> = self
+                .writer
+                .zrangebyscore_withscores(&key, format!("({newest}"), "+inf")
+                .await?;
+            for (member, score) in &newer {
+                if let Some((identity, readings)) = decode_member(member)
+                    && cached.known.insert(identity.to_owned())
+                {
+                    cached.windows.add(*score, &readings);
+                }
+            }
+            if cached.windows.len() == count {
+                cached.version = version;
+                return Ok(());
+            }
+        }
+        let samples: Vec<(String, f64)> = self.writer.zrange_withscores(&key, 0, -1).await?;
+        let mut windows = ServerWindows::new(&self.spec, self.capacity)?;
+        let mut known = HashSet::with_capacity(samples.len());
+        for (member, score) in &samples {
+            if let Some((identity, readings)) = decode_member(member) {
+                windows.add(*score, &readings);
+                known.insert(identity.to_owned());
+            }
+        }
+        self.cache.insert(
+            server.to_owned(),
+            Cached {
+                windows,
+                known,
+                version,
+            },
+        );
+        Ok(())
     }
 
     /// Processes batches until `shutdown`; a batch under way is finished and acked first. Errors (Redis
@@ -368,11 +469,13 @@ impl Worker {
     }
 }
 
-/// A metric's identity in the samples: `serverId`+`seq` when it has a `seq` (so a re-sent metric is
-/// recognised even under a new entry id), else its entry id.
+/// A metric's identity in the samples (the set is per server already): its `seq` and `timestamp` when it
+/// has a `seq`, so that a re-sent metric is recognised even under a new entry id, while an agent that
+/// restarted and counts from 0 again is not mistaken for a re-sender (its seq 5 has another
+/// timestamp); else its entry id.
 fn identity(metric: &Metric, entry_id: &str) -> String {
     match metric.seq {
-        Some(seq) => format!("s{seq}"),
+        Some(seq) => format!("s{seq}@{}", metric.timestamp),
         None => format!("e{entry_id}"),
     }
 }
@@ -420,11 +523,11 @@ mod tests {
             seq: Some(9),
         };
         let member = encode_member(&identity(&metric, "1-0"), &metric);
-        assert_eq!(member, "s9|12.5|1|2|0|0");
+        assert_eq!(member, "s9@1|12.5|1|2|0|0");
         let (id, readings) = decode_member(&member).unwrap();
         assert_eq!(
             (id, readings.cpu, readings.network.unwrap().rx),
-            ("s9", 12.5, 0.0)
+            ("s9@1", 12.5, 0.0)
         );
         assert_eq!(identity(&Metric { seq: None, ..metric }, "7-1"), "e7-1");
         assert!(decode_member("garbage").is_none());

@@ -145,6 +145,40 @@ async fn windows_equal_system_2s_for_the_same_input() {
     assert_eq!(latest_windows(&redis, "s"), system2.summaries());
 }
 
+/// Two workers take turns on one server's metrics, some of them late: each keeps a cached view of the
+/// windows and must notice the other's writes. The result is still exactly System 2's.
+#[tokio::test]
+async fn workers_sharing_a_server_keep_their_cached_windows_exact() {
+    let redis = RedisServer::start().unwrap();
+    let mut w1 = worker(&redis, "w1", &["--batch-size", "3"]).await;
+    let mut w2 = worker(&redis, "w2", &["--batch-size", "4"]).await;
+    let t = 1_763_800_000_000.0;
+    // Mostly in order, every seventh one 2.5 s late.
+    let metrics: Vec<Metric> = (0..90u32)
+        .map(|i| {
+            let late = if i % 7 == 6 { 2_500.0 } else { 0.0 };
+            metric(
+                "s",
+                t + f64::from(i) * 200.0 - late,
+                f64::from(i % 13) * 7.0,
+                u64::from(i),
+            )
+        })
+        .collect();
+    let mut system2 = ServerWindows::new(&WindowSpec::default(), 500).unwrap();
+    for chunk in metrics.chunks(5) {
+        append(&redis, chunk);
+        for m in chunk {
+            system2.add(m.timestamp, &m.metrics);
+        }
+        // Whoever reads first gets the entries: alternate, and let each drain what is there.
+        while w1.process_batch().await.unwrap() != Outcome::Empty
+            || w2.process_batch().await.unwrap() != Outcome::Empty
+        {}
+        assert_eq!(latest_windows(&redis, "s"), system2.summaries());
+    }
+}
+
 #[tokio::test]
 async fn a_dead_consumers_entries_are_claimed_and_finished() {
     let redis = RedisServer::start().unwrap();
@@ -277,6 +311,34 @@ async fn a_redelivered_metric_is_acked_but_not_counted_again() {
     );
     assert_eq!(latest_windows(&redis, "s").get(1000).unwrap().samples, 1);
     assert_eq!(pending(&redis), 0);
+}
+
+/// An agent that restarts counts its `seq` from 0 again: its metrics are new, not redeliveries.
+#[tokio::test]
+async fn a_restarted_agents_seqs_are_not_mistaken_for_redeliveries() {
+    let redis = RedisServer::start().unwrap();
+    let mut w = worker(&redis, "w1", &[]).await;
+    let t = 1_763_800_000_000.0;
+    append(
+        &redis,
+        &[metric("s", t, 10.0, 0), metric("s", t + 100.0, 10.0, 1)],
+    );
+    w.process_batch().await.unwrap();
+    append(
+        &redis,
+        &[metric("s", t + 200.0, 10.0, 0), metric("s", t + 300.0, 10.0, 1)],
+    );
+    let outcome = w.process_batch().await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Processed {
+            entries: 2,
+            duplicates: 0,
+            unreadable: 0,
+            claimed: 0
+        }
+    );
+    assert_eq!(latest_windows(&redis, "s").get(1000).unwrap().samples, 4);
 }
 
 #[tokio::test]
