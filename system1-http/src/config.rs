@@ -193,6 +193,10 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u64).range(1..=8_640_000))]
     pub agg_window_ms: u64,
 
+    /// Port of the workers' ops endpoints (/healthz, /api/monitoring, GET /metrics); 0 picks a free one.
+    #[arg(long, env = "SYSTEM1_WORKER_OPS_PORT", default_value_t = 4003)]
+    pub ops_port: u16,
+
     /// Samples kept per server for the windows (as System 2's `SYSTEM2_BUFFER_SIZE`).
     #[arg(long, env = "SYSTEM1_BUFFER_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]

@@ -10,12 +10,14 @@
 //! | [`config`] | flags and environment variables (the original's names) |
 //! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it |
 //! | [`worker`] | consumer-group workers: windows rebuilt from Redis, snapshots, `metric.processed`, XACK |
+//! | [`worker_ops`] | the workers' ops port: the consumer group's length, pending, lag, consumers |
 //! | [`broadcaster`] | pub/sub → dashboards over WebSocket, with System 2's slow-dashboard policy |
 
 pub mod api;
 pub mod broadcaster;
 pub mod config;
 pub mod worker;
+pub mod worker_ops;
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

@@ -52,6 +52,21 @@ pub fn version_key(server_id: &str) -> String {
     format!("metrics:samples-version:{server_id}")
 }
 
+/// What the workers of one process count, together.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Entries processed (acked).
+    pub processed: std::sync::atomic::AtomicU64,
+    /// Redelivered metrics recognised and not counted again.
+    pub duplicates: std::sync::atomic::AtomicU64,
+    /// Entries that were not metrics (acked and dropped).
+    pub unreadable: std::sync::atomic::AtomicU64,
+    /// Entries claimed from dead consumers.
+    pub claimed: std::sync::atomic::AtomicU64,
+    /// Batches that failed (Redis errors); their entries stay pending and are retried.
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
 /// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
 const CACHE_MAX_SERVERS: usize = 10_000;
 
@@ -124,6 +139,8 @@ pub struct Worker {
     cache: HashMap<String, Cached>,
     /// When dead consumers' entries were last looked for.
     last_claim: Option<std::time::Instant>,
+    /// Counters shared with the other workers of the process and the ops endpoints.
+    stats: std::sync::Arc<WorkerStats>,
 }
 
 impl Worker {
@@ -160,7 +177,14 @@ impl Worker {
             claim_idle_ms: args.claim_idle_ms,
             cache: HashMap::new(),
             last_claim: None,
+            stats: Default::default(),
         })
+    }
+
+    /// Counts into `stats` (shared with the other workers of the process) from now on.
+    pub fn with_stats(mut self, stats: std::sync::Arc<WorkerStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Creates the consumer group (and the stream) if absent.
@@ -222,8 +246,19 @@ impl Worker {
             return Ok(Outcome::Empty);
         }
         let mut outcome = self.process(&entries).await?;
-        if let Outcome::Processed { claimed: c, .. } = &mut outcome {
+        if let Outcome::Processed {
+            entries,
+            duplicates,
+            unreadable,
+            claimed: c,
+        } = &mut outcome
+        {
             *c = claimed;
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.processed.fetch_add(*entries as u64, Relaxed);
+            self.stats.duplicates.fetch_add(*duplicates as u64, Relaxed);
+            self.stats.unreadable.fetch_add(*unreadable as u64, Relaxed);
+            self.stats.claimed.fetch_add(claimed as u64, Relaxed);
         }
         Ok(outcome)
     }
@@ -455,6 +490,9 @@ impl Worker {
                     }
                 }
                 Err(e) => {
+                    self.stats
+                        .failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(worker = %self.name, error = %format!("{e:#}"), ?backoff, "batch failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

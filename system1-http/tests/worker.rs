@@ -342,6 +342,56 @@ async fn a_restarted_agents_seqs_are_not_mistaken_for_redeliveries() {
 }
 
 #[tokio::test]
+async fn the_ops_port_shows_the_group_and_the_counts() {
+    let redis = RedisServer::start().unwrap();
+    let (args, redis_args) = args(&redis, &["--ops-port", "0"]);
+    let stats = std::sync::Arc::new(system1_http::worker::WorkerStats::default());
+    let mut w = Worker::connect(&args, &redis_args, "w1".into())
+        .await
+        .unwrap()
+        .with_stats(stats.clone());
+    w.ensure_group().await.unwrap();
+    let (address, _task) = system1_http::worker_ops::serve(&args, &redis_args, stats, std::future::pending())
+        .await
+        .unwrap();
+    let t = 1_763_800_000_000.0;
+    append(
+        &redis,
+        &[
+            metric("s", t, 1.0, 0),
+            metric("s", t, 1.0, 0),
+            metric("s", t + 1.0, 1.0, 1),
+        ],
+    );
+    w.process_batch().await.unwrap();
+    append(&redis, &[metric("s", t + 2.0, 1.0, 2)]);
+    let m: serde_json::Value = reqwest::get(format!("http://{address}/api/monitoring"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["streamLength"], 4);
+    assert_eq!(m["group"]["name"], "metrics-workers");
+    assert_eq!(m["group"]["lag"], 1, "one entry not yet read");
+    assert_eq!(m["consumers"][0]["name"], "w1");
+    assert_eq!(m["thisProcess"]["processed"], 3);
+    assert_eq!(m["thisProcess"]["duplicates"], 1);
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("system1_worker_entries_processed_total 3"),
+        "{text}"
+    );
+    let health = reqwest::get(format!("http://{address}/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[tokio::test]
 async fn an_entry_that_is_not_a_metric_is_acked_and_counted() {
     let redis = RedisServer::start().unwrap();
     let mut w = worker(&redis, "w1", &[]).await;

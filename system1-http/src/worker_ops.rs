@@ -1,0 +1,224 @@
+//! The workers' ops endpoints (`--ops-port`, 4003): what the consumer group is doing.
+//!
+//! `GET /api/monitoring` reads the group's state from Redis itself (`XLEN`, `XINFO GROUPS`,
+//! `XINFO CONSUMERS`), so it shows every worker of the group, in every process, not only this one's.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::net::TcpListener;
+
+use crate::config::{RedisArgs, WorkerArgs};
+use crate::worker::WorkerStats;
+
+struct Ops {
+    redis: ConnectionManager,
+    stream: String,
+    group: String,
+    stats: Arc<WorkerStats>,
+    started: std::time::Instant,
+}
+
+/// Binds the ops port and serves it until `shutdown`.
+pub async fn serve(
+    args: &WorkerArgs,
+    redis: &RedisArgs,
+    stats: Arc<WorkerStats>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let client = redis::Client::open(redis.url()).context("invalid Redis URL")?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    let connection = client.get_connection_manager_lazy(config)?;
+    let listener = TcpListener::bind(("0.0.0.0", args.ops_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on port {} (change it with --ops-port or SYSTEM1_WORKER_OPS_PORT)",
+                args.ops_port
+            )
+        })?;
+    let address = listener.local_addr()?;
+    let state = Arc::new(Ops {
+        redis: connection,
+        stream: redis.stream_key.clone(),
+        group: args.group.clone(),
+        stats,
+        started: std::time::Instant::now(),
+    });
+    let app = Router::new()
+        .route("/healthz", get(health))
+        .route("/api/health", get(health))
+        .route("/api/monitoring", get(monitoring))
+        .route("/metrics", get(prometheus))
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    });
+    Ok((address, task))
+}
+
+async fn health(State(ops): State<Arc<Ops>>) -> Response {
+    let mut redis = ops.redis.clone();
+    let ok = tokio::time::timeout(
+        Duration::from_secs(1),
+        redis::cmd("PING").query_async::<String>(&mut redis),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let body = serde_json::json!({"status": if ok { "ok" } else { "degraded" }, "redis": if ok { "ready" } else { "unavailable" }});
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
+        .into_response()
+}
+
+/// `XINFO` replies as a list of field/value maps.
+fn to_maps(value: redis::Value) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    fn json(v: &redis::Value) -> serde_json::Value {
+        match v {
+            redis::Value::Int(i) => serde_json::json!(i),
+            redis::Value::BulkString(b) => serde_json::json!(String::from_utf8_lossy(b)),
+            redis::Value::SimpleString(s) => serde_json::json!(s),
+            redis::Value::Nil => serde_json::Value::Null,
+            other => serde_json::json!(format!("{other:?}")),
+        }
+    }
+    let redis::Value::Array(items) = value else {
+        return vec![];
+    };
+    items
+        .into_iter()
+        .filter_map(|item| match item {
+            redis::Value::Array(pairs) => Some(
+                pairs
+                    .chunks(2)
+                    .filter_map(|kv| match &kv[0] {
+                        redis::Value::BulkString(k) => {
+                            Some((String::from_utf8_lossy(k).into_owned(), json(&kv[1])))
+                        }
+                        redis::Value::SimpleString(k) => Some((k.clone(), json(&kv[1]))),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            redis::Value::Map(pairs) => Some(
+                pairs
+                    .iter()
+                    .filter_map(|(k, v)| match k {
+                        redis::Value::BulkString(k) => {
+                            Some((String::from_utf8_lossy(k).into_owned(), json(v)))
+                        }
+                        redis::Value::SimpleString(k) => Some((k.clone(), json(v))),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
+    let mut redis = ops.redis.clone();
+    let result: redis::RedisResult<(usize, redis::Value, redis::Value)> = redis::pipe()
+        .cmd("XLEN")
+        .arg(&ops.stream)
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&ops.stream)
+        .cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&ops.stream)
+        .arg(&ops.group)
+        .query_async(&mut redis)
+        .await;
+    let s = &ops.stats;
+    let this_process = serde_json::json!({
+        "processed": s.processed.load(Ordering::Relaxed),
+        "duplicates": s.duplicates.load(Ordering::Relaxed),
+        "unreadable": s.unreadable.load(Ordering::Relaxed),
+        "claimed": s.claimed.load(Ordering::Relaxed),
+        "failedBatches": s.failures.load(Ordering::Relaxed),
+        "processedPerSecAverage": s.processed.load(Ordering::Relaxed) as f64 / ops.started.elapsed().as_secs_f64().max(1.0),
+    });
+    match result {
+        Ok((length, groups, consumers)) => {
+            let group = to_maps(groups)
+                .into_iter()
+                .find(|g| g.get("name").and_then(|n| n.as_str()) == Some(ops.group.as_str()));
+            Json(serde_json::json!({
+                "role": "worker",
+                "stream": ops.stream,
+                "streamLength": length,
+                "group": group,
+                "consumers": to_maps(consumers),
+                "thisProcess": this_process,
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            let body = serde_json::json!({"role": "worker", "error": format!("Redis is unavailable: {e}"), "thisProcess": this_process});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+async fn prometheus(State(ops): State<Arc<Ops>>) -> Response {
+    let s = &ops.stats;
+    let mut text = String::new();
+    for (name, help, value) in [
+        (
+            "system1_worker_entries_processed_total",
+            "Stream entries processed and acked",
+            &s.processed,
+        ),
+        (
+            "system1_worker_duplicates_total",
+            "Redelivered metrics recognised and not counted again",
+            &s.duplicates,
+        ),
+        (
+            "system1_worker_unreadable_total",
+            "Entries that were not metrics",
+            &s.unreadable,
+        ),
+        (
+            "system1_worker_claimed_total",
+            "Entries claimed from dead consumers",
+            &s.claimed,
+        ),
+        (
+            "system1_worker_failed_batches_total",
+            "Batches that failed and will be retried",
+            &s.failures,
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Ordering::Relaxed)
+        ));
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
