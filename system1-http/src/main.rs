@@ -67,8 +67,17 @@ async fn start_workers(
     redis: &RedisArgs,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
+    // Counters shared by this process's workers, shown on their ops port.
+    let stats = std::sync::Arc::new(system1_http::worker::WorkerStats::default());
+    let ops_stop = stop.clone();
+    let shutdown = async move { ops_stop.cancelled().await };
+    let (address, ops) = system1_http::worker_ops::serve(args, redis, stats.clone(), shutdown).await?;
+    tracing::info!(%address, "workers' ops endpoints listening");
+    roles.spawn(async move { ops.await? });
     for name in consumer_names(args) {
-        let worker = Worker::connect(args, redis, name.clone()).await?;
+        let worker = Worker::connect(args, redis, name.clone())
+            .await?
+            .with_stats(stats.clone());
         tracing::info!(worker = %name, group = %args.group, "worker started");
         let stop = stop.clone();
         // Each worker finishes and acks the batch it is in, then stops.

@@ -125,6 +125,14 @@ pub struct Worker {
     /// Its own connection for the blocking reads: a blocking XREADGROUP would stall every other command
     /// on a shared multiplexed connection.
     reader: MultiplexedConnection,
+    /// To open the reader again after Redis went away (a plain connection does not reconnect).
+    client: redis::Client,
+    reader_config: AsyncConnectionConfig,
+    /// The last step failed: open the reader again before the next one.
+    reader_broken: bool,
+    /// Read this consumer's own pending entries (read before, never acked) before new ones: after a
+    /// failure, and at start.
+    resume_pending: bool,
     /// Writes go through the shared, auto-reconnecting connection.
     writer: ConnectionManager,
     stream: String,
@@ -166,6 +174,10 @@ impl Worker {
         Ok(Worker {
             name,
             reader,
+            client: client.clone(),
+            reader_config,
+            reader_broken: false,
+            resume_pending: true,
             writer,
             stream: redis.stream_key.clone(),
             group: args.group.clone(),
@@ -200,8 +212,62 @@ impl Worker {
         }
     }
 
-    /// One step: claim what dead consumers left, else read new entries; process and ack them.
+    /// One step: this consumer's own pending entries first (after a failure), else what dead consumers
+    /// left, else new entries; process and ack them. A failed step leaves its entries pending; the next
+    /// step reconnects and resumes them.
     pub async fn process_batch(&mut self) -> anyhow::Result<Outcome> {
+        if self.reader_broken {
+            self.reader = self
+                .client
+                .get_multiplexed_async_connection_with_config(&self.reader_config)
+                .await
+                .context("cannot reconnect to Redis")?;
+            self.reader_broken = false;
+        }
+        let result = self.step().await;
+        if let Ok(Outcome::Processed {
+            entries,
+            duplicates,
+            unreadable,
+            claimed,
+        }) = &result
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.processed.fetch_add(*entries as u64, Relaxed);
+            self.stats.duplicates.fetch_add(*duplicates as u64, Relaxed);
+            self.stats.unreadable.fetch_add(*unreadable as u64, Relaxed);
+            self.stats.claimed.fetch_add(*claimed as u64, Relaxed);
+        }
+        if result.is_err() {
+            self.reader_broken = true;
+            self.resume_pending = true;
+            self.cache.clear();
+        }
+        result
+    }
+
+    async fn step(&mut self) -> anyhow::Result<Outcome> {
+        if self.resume_pending {
+            let options = StreamReadOptions::default()
+                .group(&self.group, &self.name)
+                .count(self.batch_size);
+            let reply: Option<StreamReadReply> = self
+                .reader
+                .xread_options(&[&self.stream], &["0"], &options)
+                .await
+                .context("XREADGROUP 0 failed")?;
+            let own: Vec<StreamId> = reply
+                .into_iter()
+                .flat_map(|r| r.keys)
+                .flat_map(|k| k.ids)
+                .collect();
+            if own.is_empty() {
+                self.resume_pending = false;
+            } else {
+                tracing::info!(worker = %self.name, entries = own.len(), "resuming entries read before and never acked");
+                return self.process(&own).await;
+            }
+        }
         // Looking for a dead consumer's entries costs a command: do it a few times per idle period only.
         let claim_every = Duration::from_millis(self.claim_idle_ms / 4);
         let claimed = if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
@@ -246,19 +312,8 @@ impl Worker {
             return Ok(Outcome::Empty);
         }
         let mut outcome = self.process(&entries).await?;
-        if let Outcome::Processed {
-            entries,
-            duplicates,
-            unreadable,
-            claimed: c,
-        } = &mut outcome
-        {
+        if let Outcome::Processed { claimed: c, .. } = &mut outcome {
             *c = claimed;
-            use std::sync::atomic::Ordering::Relaxed;
-            self.stats.processed.fetch_add(*entries as u64, Relaxed);
-            self.stats.duplicates.fetch_add(*duplicates as u64, Relaxed);
-            self.stats.unreadable.fetch_add(*unreadable as u64, Relaxed);
-            self.stats.claimed.fetch_add(claimed as u64, Relaxed);
         }
         Ok(outcome)
     }

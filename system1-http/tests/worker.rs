@@ -7,7 +7,7 @@ use clap::Parser;
 use lab_core::aggregate::{ServerWindows, WindowSpec, WindowSummaries};
 use lab_core::wire::system1::to_stream_fields;
 use lab_core::{Metric, Network, Readings};
-use lab_testkit::RedisServer;
+use lab_testkit::{Fsync, RedisServer};
 use redis::Commands;
 use system1_http::config::{Cli, Role, WorkerArgs};
 use system1_http::worker::{Outcome, Worker, latest_key, samples_key};
@@ -411,4 +411,48 @@ async fn an_entry_that_is_not_a_metric_is_acked_and_counted() {
         }
     );
     assert_eq!(pending(&redis), 0, "a poison entry must not be retried forever");
+}
+
+/// Redis goes away in the middle of a batch (read, not yet written): the batch fails, the entries stay
+/// pending; when Redis is back (AOF), the worker claims its own pending entries and finishes them.
+#[tokio::test]
+async fn after_a_redis_outage_workers_resume_from_their_pending_list() {
+    let mut redis = RedisServer::builder().aof(Fsync::Always).start().unwrap();
+    let mut w = worker(&redis, "w1", &["--claim-idle-ms", "200"]).await;
+    let t = 1_763_800_000_000.0;
+    append(
+        &redis,
+        &(0..10u32)
+            .map(|i| metric("s", t + f64::from(i), 1.0, u64::from(i)))
+            .collect::<Vec<_>>(),
+    );
+    // The batch this worker had read when Redis died.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&[
+            "GROUP",
+            "metrics-workers",
+            "w1",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "metrics:stream",
+            ">",
+        ])
+        .query(&mut redis.connection())
+        .unwrap();
+    redis.stop();
+    assert!(w.process_batch().await.is_err(), "Redis is down");
+    redis.restart().unwrap();
+    assert_eq!(pending(&redis), 10, "AOF kept the pending list");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Outcome::Empty) = w.process_batch().await
+            && pending(&redis) == 0
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(latest_windows(&redis, "s").get(10000).unwrap().samples, 10);
 }

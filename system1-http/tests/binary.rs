@@ -1,0 +1,133 @@
+//! The `system1` binary: `all` starts every role, and SIGTERM stops them cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lab_testkit::RedisServer;
+
+/// Kills the child if the test fails before it stops by itself.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn all_roles_run_and_sigterm_stops_them_cleanly() {
+    let redis = RedisServer::start().unwrap();
+    let (http, http2, ws, ops) = (free_port(), free_port(), free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_system1"))
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--log-format",
+            "json",
+            "all",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args([
+            "--http-port",
+            &http.to_string(),
+            "--http2-port",
+            &http2.to_string(),
+        ])
+        .args([
+            "--ws-port",
+            &ws.to_string(),
+            "--ops-port",
+            &ops.to_string(),
+            "--block-ms",
+            "200",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let child = &mut guard.0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "system1 did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metric = serde_json::json!({"serverId": "s", "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}});
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("http://127.0.0.1:{http2}/metrics"))
+        .json(&metric)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    for port in [ws, ops] {
+        let health = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status().as_u16(), 200, "port {port}");
+    }
+
+    let started = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop within its bounds"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let log: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    assert!(log.iter().any(|l| l.contains("SIGTERM")), "{log:?}");
+    assert!(log.iter().any(|l| l.contains("System 1 stopped")), "{log:?}");
+}
+
+#[test]
+fn a_port_in_use_names_the_flag_to_change_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_system1"))
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1/",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            &port,
+            "--http2-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&port) && err.contains("SYSTEM1_HTTP_PORT"), "{err}");
+}
