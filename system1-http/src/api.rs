@@ -171,6 +171,15 @@ impl IngestApi {
             redis_ok: AtomicBool::new(true),
             stats: ApiStats::new(),
         });
+        // Connect and load the script now, in the background, so that the first requests do not pay for
+        // it; if Redis is down, those requests answer 503 as they should.
+        let warm = state.clone();
+        tokio::spawn(async move {
+            let mut connection = warm.redis.clone();
+            if let Err(e) = warm.script.prepare_invoke().load_async(&mut connection).await {
+                tracing::warn!(error = %e, "Redis is not reachable yet: answering 503 until it is");
+            }
+        });
         Ok(IngestApi {
             listeners,
             state,
