@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             let report = runtime.block_on(async {
                 let on_signal = stop.clone();
                 tokio::spawn(async move {
-                    wait_for_signal().await;
+                    lab_core::signal::shutdown().await;
                     tracing::warn!("stopping early: the summary will be marked partial");
                     on_signal.cancel();
                 });
@@ -79,25 +79,4 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

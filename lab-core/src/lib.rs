@@ -16,6 +16,7 @@
 //! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy both systems apply |
 //! | [`logging`] | pino/bunyan JSON logs or human logs, and the `--log-level` flag |
 //! | [`secret`] | passwords and tokens that never print |
+//! | [`signal`] | waiting for Ctrl-C or SIGTERM, in every binary |
 //!
 //! Data flows through it like this: bytes → [`parse`] (→ [`Problem`]s on bad input) → [`Metric`]
 //! → [`aggregate::ServerWindows::add`] → [`aggregate::WindowSummaries`] → [`wire`] messages out.
@@ -28,6 +29,7 @@ pub mod outbox;
 pub mod parse;
 pub mod problem;
 pub mod secret;
+pub mod signal;
 pub mod wire;
 
 pub use metric::{Metric, Network, Readings};

@@ -6,7 +6,6 @@
 //! (`metric.processed`: through the stream, the workers and pub/sub). Beside it, `redis-benchmark`'s
 //! pipelined XADD rate on the same Redis is the ceiling no ingest path can beat.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,11 +16,7 @@ use lab_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    lab_testkit::free_port().expect("a free port")
 }
 
 struct System1 {
@@ -170,19 +165,10 @@ fn main() {
         .build()
         .unwrap();
     let redis = RedisServer::start().expect("redis-server is installed");
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_default();
     println!("# System 1 load benchmark\n");
     println!(
-        "Machine: {} cores ({cpu}); Redis, System 1 (`all`: API, workers, broadcaster) and the agents share them.\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "Machine: {}; Redis, System 1 (`all`: API, workers, broadcaster) and the agents share them.\n",
+        agents::report::machine()
     );
     match redis_benchmark_xadd(&redis) {
         Some(rate) => println!(

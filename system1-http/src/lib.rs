@@ -19,18 +19,5 @@ pub mod config;
 pub mod worker;
 pub mod worker_ops;
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            tokio::select! {
-                _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
-}
+/// Completes on Ctrl-C or SIGTERM (see [`lab_core::signal::shutdown`]).
+pub use lab_core::signal::shutdown as shutdown_signal;

@@ -18,11 +18,7 @@ impl Drop for Guard {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    lab_testkit::free_port().expect("a free port")
 }
 
 #[tokio::test]

@@ -243,30 +243,6 @@ async fn prometheus(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Completes on Ctrl-C or SIGTERM: what a binary passes to [`Server::run`].
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
-        _ = terminate => tracing::info!("SIGTERM: shutting down"),
-    }
-}
+/// Completes on Ctrl-C or SIGTERM: what a binary passes to [`Server::run`] (see
+/// [`lab_core::signal::shutdown`]).
+pub use lab_core::signal::shutdown as shutdown_signal;
