@@ -29,6 +29,7 @@ use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use lab_core::outbox::{Preferences, Pushed, Update};
 use lab_core::parse::parse_dashboard_request;
+use lab_core::wire::close::CloseReason;
 use lab_core::wire::system1::{DashboardReply, DashboardRequest};
 use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
 use redis::AsyncCommands;
@@ -253,11 +254,11 @@ async fn websocket(upgrade: WebSocketUpgrade, State((hub, stop, tasks)): State<A
         .on_upgrade(move |socket| tasks.track_future(dashboard(socket, hub, stop)))
 }
 
-/// Why the broadcaster closes a dashboard.
-fn close(code: u16, reason: &'static str) -> Message {
+/// The close frame for `reason` (the same codes and words as System 2).
+fn close(reason: CloseReason) -> Message {
     Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
+        code: reason.code(),
+        reason: Utf8Bytes::from_static(reason.text()),
     }))
 }
 
@@ -266,7 +267,7 @@ async fn dashboard(mut socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken
     let open = hub.connections.fetch_add(1, Ordering::AcqRel) + 1;
     let mut outbox = new_outbox(&hub, id, None);
     let reason = if open as u64 > hub.config.max_connections {
-        Some(close(1013, "server at its connection limit; try again later"))
+        Some(close(CloseReason::ConnectionLimit))
     } else {
         hub.replace(id, Some(outbox.clone()));
         serve_dashboard(&mut socket, &hub, &stop, &mut outbox).await
@@ -306,10 +307,10 @@ async fn serve_dashboard(
         let current = outbox.clone();
         tokio::select! {
             biased;
-            _ = stop.cancelled() => return Some(close(1001, "server shutting down")),
+            _ = stop.cancelled() => return Some(close(CloseReason::Shutdown)),
             _ = ping.tick() => {
                 if !heard_from {
-                    return Some(close(4000, "heartbeat timeout: no pong"));
+                    return Some(close(CloseReason::Heartbeat));
                 }
                 heard_from = false;
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
@@ -318,7 +319,7 @@ async fn serve_dashboard(
             }
             _ = slow_check.tick() => {
                 if current.backed_up_for().is_some_and(|d| d > slow) {
-                    return Some(close(1008, "dashboard too slow: updates backed up past the limit"));
+                    return Some(close(CloseReason::SlowDashboard));
                 }
             }
             incoming = socket.recv() => {
@@ -360,13 +361,13 @@ async fn serve_dashboard(
                     match timeout(slow, socket.feed(Message::Text(event.frame.clone()))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return None,
-                        Err(_) => return Some(close(1008, "client not reading: writes blocked past the limit")),
+                        Err(_) => return Some(close(CloseReason::WriteStalled)),
                     }
                 }
                 match timeout(slow, socket.flush()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return None,
-                    Err(_) => return Some(close(1008, "client not reading: writes blocked past the limit")),
+                    Err(_) => return Some(close(CloseReason::WriteStalled)),
                 }
                 if events.len() == EVENTS_PER_WAKE {
                     current.wake();

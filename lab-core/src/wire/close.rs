@@ -1,0 +1,73 @@
+//! Why a server closes a WebSocket: every close code and reason text of the lab, in one place, so that
+//! System 1's broadcaster and System 2 close for the same causes in the same words
+//! (`docs/protocol-decisions.md` has the table).
+
+/// Why the server closed a connection: each reason has its close code and its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server is shutting down (Ctrl-C, SIGTERM).
+    Shutdown,
+    /// More connections than `--max-connections`.
+    ConnectionLimit,
+    /// A message larger than `--max-message-bytes`.
+    TooBig,
+    /// More messages per second than `--max-messages-per-sec`, sustained.
+    RateLimit,
+    /// Authentication is on and the first message was not a `register` with a token.
+    AuthRequired,
+    /// The token given (URL or `register`) is wrong.
+    BadToken,
+    /// A dashboard stayed backed up past `--slow-dashboard-ms`.
+    SlowDashboard,
+    /// Writing to the peer blocked past `--slow-dashboard-ms`: it is not reading.
+    WriteStalled,
+    /// Nothing heard from the peer, not even a pong, for a whole ping interval.
+    Heartbeat,
+}
+
+impl CloseReason {
+    /// The WebSocket close code (RFC 6455 §7.4; 4000 is ours).
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Shutdown => 1001,
+            CloseReason::TooBig => 1009,
+            CloseReason::ConnectionLimit => 1013,
+            CloseReason::Heartbeat => 4000,
+            CloseReason::RateLimit
+            | CloseReason::AuthRequired
+            | CloseReason::BadToken
+            | CloseReason::SlowDashboard
+            | CloseReason::WriteStalled => 1008,
+        }
+    }
+
+    /// The close reason text (at most 123 bytes, as the protocol requires).
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::ConnectionLimit => "server at its connection limit; try again later",
+            CloseReason::TooBig => "message too big",
+            CloseReason::RateLimit => "message rate limit exceeded",
+            CloseReason::AuthRequired => "authentication required: send register with a token first",
+            CloseReason::BadToken => "invalid token",
+            CloseReason::SlowDashboard => "dashboard too slow: updates backed up past the limit",
+            CloseReason::WriteStalled => "client not reading: writes blocked past the limit",
+            CloseReason::Heartbeat => "heartbeat timeout: no pong",
+        }
+    }
+
+    /// The label in `system2_connections_closed_total{reason=…}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::ConnectionLimit => "connection_limit",
+            CloseReason::TooBig => "too_big",
+            CloseReason::RateLimit => "rate_limit",
+            CloseReason::AuthRequired => "auth_required",
+            CloseReason::BadToken => "bad_token",
+            CloseReason::SlowDashboard => "slow_dashboard",
+            CloseReason::WriteStalled => "write_stalled",
+            CloseReason::Heartbeat => "heartbeat",
+        }
+    }
+}
