@@ -197,6 +197,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "SYSTEM1_WORKER_OPS_PORT", default_value_t = 4003)]
     pub ops_port: u16,
 
+    /// Address the workers' ops endpoints listen on. All interfaces by default, as the API's `--host`
+    /// and the broadcaster's `--ws-host`; `127.0.0.1` keeps them private to the machine.
+    #[arg(long, env = "SYSTEM1_WORKER_OPS_HOST", default_value = "0.0.0.0")]
+    pub ops_host: std::net::IpAddr,
+
     /// Samples kept per server for the windows (as System 2's `SYSTEM2_BUFFER_SIZE`).
     #[arg(long, env = "SYSTEM1_BUFFER_SIZE", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]

@@ -39,14 +39,13 @@ pub async fn serve(
         .set_connection_timeout(Some(Duration::from_millis(500)))
         .set_response_timeout(Some(Duration::from_secs(2)));
     let connection = client.get_connection_manager_lazy(config)?;
-    let listener = TcpListener::bind(("0.0.0.0", args.ops_port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on port {} (change it with --ops-port or SYSTEM1_WORKER_OPS_PORT)",
-                args.ops_port
-            )
-        })?;
+    let address = std::net::SocketAddr::new(args.ops_host, args.ops_port);
+    let listener = TcpListener::bind(address).await.with_context(|| {
+        format!(
+            "cannot listen on {address} (is the port in use? change it with --ops-port / \
+             SYSTEM1_WORKER_OPS_PORT, or the address with --ops-host / SYSTEM1_WORKER_OPS_HOST)"
+        )
+    })?;
     let address = listener.local_addr()?;
     let state = Arc::new(Ops {
         redis: connection,

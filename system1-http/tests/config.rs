@@ -111,3 +111,20 @@ fn bad_values_are_refused_naming_the_flag() {
         assert!(err.contains(fragment), "{args:?}: {err}");
     }
 }
+
+/// The workers' ops port follows the other roles: all interfaces unless told otherwise, by flag or env var.
+#[test]
+fn the_workers_ops_host_defaults_to_every_interface_and_can_be_set() {
+    let text = stdout(&system1(&["worker", "--print-config"], &[]));
+    assert!(text.contains("ops_host: 0.0.0.0"), "{text}");
+    let env = [("SYSTEM1_WORKER_OPS_HOST", "127.0.0.1")];
+    let text = stdout(&system1(&["all", "--print-config"], &env));
+    assert!(text.contains("ops_host: 127.0.0.1"), "{text}");
+    let text = stdout(&system1(&["worker", "--ops-host", "::1", "--print-config"], &env));
+    assert!(text.contains("ops_host: ::1"), "flags win: {text}");
+    let out = system1(&["worker", "--ops-host", "localhost"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ops-host"));
+    let help = stdout(&system1(&["worker", "--help"], &[]));
+    assert!(help.contains("SYSTEM1_WORKER_OPS_HOST"), "{help}");
+}

@@ -344,7 +344,7 @@ async fn a_restarted_agents_seqs_are_not_mistaken_for_redeliveries() {
 #[tokio::test]
 async fn the_ops_port_shows_the_group_and_the_counts() {
     let redis = RedisServer::start().unwrap();
-    let (args, redis_args) = args(&redis, &["--ops-port", "0"]);
+    let (args, redis_args) = args(&redis, &["--ops-port", "0", "--ops-host", "127.0.0.1"]);
     let stats = std::sync::Arc::new(system1_http::worker::WorkerStats::default());
     let mut w = Worker::connect(&args, &redis_args, "w1".into())
         .await
@@ -354,6 +354,7 @@ async fn the_ops_port_shows_the_group_and_the_counts() {
     let (address, _task) = system1_http::worker_ops::serve(&args, &redis_args, stats, std::future::pending())
         .await
         .unwrap();
+    assert_eq!(address.ip().to_string(), "127.0.0.1", "--ops-host is honoured");
     let t = 1_763_800_000_000.0;
     append(
         &redis,
