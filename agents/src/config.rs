@@ -224,6 +224,11 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub quiet: bool,
 
+    /// Also print one JSON line per second on stdout: that second's rates and latencies, errors so
+    /// far, and metrics overdue at the dashboard. This is how `lab up` shows a run live.
+    #[arg(long, env = "AGENTS_LIVE_JSON")]
+    pub live_json: bool,
+
     /// Print the effective configuration and exit.
     #[arg(long)]
     pub print_config: bool,

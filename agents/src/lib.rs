@@ -19,6 +19,7 @@
 //! updates the progress line; after the last slot, the run waits `--cooldown` for acks and updates
 //! still on their way; then it reports.
 
+pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod pacing;
@@ -142,6 +143,7 @@ pub async fn run(args: RunArgs, stop: CancellationToken, progress: bool) -> anyh
         Duration::from_secs(1),
     );
     let (mut last_sent, mut last_acked, mut last_delivered) = (0, 0, 0);
+    let mut live = args.live_json.then(|| Live::new(&args));
     loop {
         tokio::select! {
             done = lanes.join_next() => {
@@ -160,6 +162,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken, progress: bool) -> anyh
                 let intended = if second_end <= end_ms { rate.round() as u64 } else { 0 };
                 timeline.push(Second { t, intended, sent: sent - last_sent, acked: acked - last_acked, delivered: delivered - last_delivered });
                 (last_sent, last_acked, last_delivered) = (sent, acked, delivered);
+                if let Some(live) = &mut live {
+                    live.print(&timeline[timeline.len() - 1], &recorder);
+                }
                 if let Some(bar) = &bar {
                     let e2e = recorder.e2e_histogram();
                     let p99 = if e2e.is_empty() { "-".into() } else { format!("{:.2} ms", e2e.value_at_quantile(0.99) as f64 / 1000.0) };
@@ -190,6 +195,57 @@ pub async fn run(args: RunArgs, stop: CancellationToken, progress: bool) -> anyh
         bar.finish_and_clear();
     }
     Ok(build_report(&args, &recorder, timeline, stop.is_cancelled()))
+}
+
+/// The `--live-json` lines: each second's figures, from differences of the cumulative counters.
+struct Live {
+    ack: hdrhistogram::Histogram<u64>,
+    e2e: hdrhistogram::Histogram<u64>,
+    /// Cumulative acks at the end of each of the last [`report::OVERDUE_AFTER_SECS`] seconds.
+    acked: std::collections::VecDeque<u64>,
+    counts_loss: bool,
+}
+
+impl Live {
+    fn new(args: &RunArgs) -> Self {
+        Live {
+            ack: recorder::histogram(),
+            e2e: recorder::histogram(),
+            acked: std::collections::VecDeque::new(),
+            counts_loss: args.dashboard.is_some() && args.wire == Wire::Lab,
+        }
+    }
+
+    fn print(&mut self, second: &Second, recorder: &Recorder) {
+        use std::io::Write;
+        let (ack, e2e) = (recorder.ack_histogram(), recorder.e2e_histogram());
+        let mut ack_now = ack.clone();
+        let mut e2e_now = e2e.clone();
+        // The cumulative histograms only grow, so the differences are this second's values.
+        let _ = ack_now.subtract(&self.ack);
+        let _ = e2e_now.subtract(&self.e2e);
+        (self.ack, self.e2e) = (ack, e2e);
+        self.acked.push_back(recorder.acked.load(Ordering::Relaxed));
+        let overdue = if self.acked.len() > report::OVERDUE_AFTER_SECS {
+            let acked_then = self.acked.pop_front().unwrap_or(0);
+            let (distinct, _) = recorder.seq_counts();
+            Some(acked_then.saturating_sub(distinct))
+        } else {
+            Some(0)
+        };
+        let line = report::LiveSecond {
+            second: second.clone(),
+            errors: recorder.errors().values().sum(),
+            overdue: if self.counts_loss { overdue } else { None },
+            ack_latency_ms: Percentiles::of(&ack_now),
+            e2e_latency_ms: Percentiles::of(&e2e_now),
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            let mut out = std::io::stdout().lock();
+            // A supervisor that went away is not the run's problem: the line is dropped.
+            let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+        }
+    }
 }
 
 fn build_report(args: &RunArgs, recorder: &Recorder, timeline: Vec<Second>, partial: bool) -> Report {

@@ -65,6 +65,29 @@ pub struct Second {
     pub delivered: u64,
 }
 
+/// After how many seconds an acknowledged metric that no dashboard has delivered counts as overdue
+/// in [`LiveSecond::overdue`].
+pub const OVERDUE_AFTER_SECS: usize = 5;
+
+/// One line of `--live-json`, written as each second of the run ends, so that a supervisor
+/// (`lab up`) can show the run live. Latencies are those of this second's metrics only, so a stall
+/// shows at once instead of being averaged away by the whole run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LiveSecond {
+    /// The counts of this second.
+    #[serde(flatten)]
+    pub second: Second,
+    /// Errors so far.
+    pub errors: u64,
+    /// Metrics acknowledged at least [`OVERDUE_AFTER_SECS`] seconds ago that the dashboard has not
+    /// delivered: a lower bound of the loss so far (`null` without a dashboard or without `seq`).
+    pub overdue: Option<u64>,
+    /// Ack latency of this second's acks.
+    pub ack_latency_ms: Percentiles,
+    /// End-to-end latency of this second's deliveries.
+    pub e2e_latency_ms: Percentiles,
+}
+
 /// The full report of a run (or of several merged).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

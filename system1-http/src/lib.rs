@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod broadcaster;
+pub mod cli;
 pub mod config;
 pub mod worker;
 pub mod worker_ops;

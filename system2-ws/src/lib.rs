@@ -17,6 +17,7 @@
 //!
 //! Run with `cargo run --release -p system2-ws --bin system2`; see `--help`.
 
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod hub;
