@@ -18,6 +18,9 @@
 //! answer is `503` with `Retry-After`, never a `202`; the connection manager reconnects by itself and
 //! the next request succeeds once Redis is back. Both ports serve both protocols (axum detects HTTP/2
 //! prior knowledge), unlike the original, whose HTTP/2 port crashed on its first request.
+//!
+//! **TLS (optional).** With `--tls-cert`/`--tls-key` or `--tls-self-signed`, both ports speak TLS only,
+//! and clients choose HTTP/2 or HTTP/1.1 by ALPN, as browsers need: see [`tls`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +46,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::{ApiArgs, RedisArgs};
+
+pub mod tls;
 
 /// Seconds a client is told to wait (`Retry-After`) when Redis is unavailable or the API is busy.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -76,6 +81,9 @@ struct ApiStats {
     invalid: Counter,
     redis_errors: Counter,
     shed: Counter,
+    /// Connections to a TLS port that never completed their handshake (plain HTTP sent to a TLS port,
+    /// a client that does not trust the certificate, a handshake that timed out).
+    tls_handshakes_failed: Counter,
 }
 
 impl ApiStats {
@@ -85,6 +93,7 @@ impl ApiStats {
         let invalid = Counter::default();
         let redis_errors = Counter::default();
         let shed = Counter::default();
+        let tls_handshakes_failed = Counter::default();
         registry.register(
             "metrics_accepted",
             "Metrics appended to the stream and acked 202",
@@ -105,12 +114,18 @@ impl ApiStats {
             "Requests answered 503 because too many were waiting",
             shed.clone(),
         );
+        registry.register(
+            "tls_handshakes_failed",
+            "Connections to a TLS port that never completed their handshake",
+            tls_handshakes_failed.clone(),
+        );
         ApiStats {
             registry,
             accepted,
             invalid,
             redis_errors,
             shed,
+            tls_handshakes_failed,
         }
     }
 }
@@ -127,6 +142,8 @@ struct Inner {
     /// Whether the last Redis call succeeded, for `/healthz`.
     redis_ok: AtomicBool,
     stats: ApiStats,
+    /// Whether the ports speak TLS, for `/api/monitoring`.
+    tls: bool,
 }
 
 /// The ingest API, bound to its two ports.
@@ -134,12 +151,16 @@ pub struct IngestApi {
     listeners: Vec<TcpListener>,
     state: Arc<Inner>,
     shutdown_timeout: Duration,
+    /// Set when the ports speak TLS.
+    tls: Option<tls::Tls>,
 }
 
 impl IngestApi {
     /// Binds both ports (0 picks a free one) and prepares the Redis connection, which connects lazily:
-    /// the API starts, and answers 503, while Redis is down.
+    /// the API starts, and answers 503, while Redis is down. With TLS flags, loads (or generates) the
+    /// certificate first: a bad certificate file stops the start-up, naming the file.
     pub async fn bind(api: &ApiArgs, redis: &RedisArgs) -> anyhow::Result<IngestApi> {
+        let mut tls = tls::Tls::from_args(api)?;
         let client = redis::Client::open(redis.url()).context("invalid Redis URL")?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
@@ -160,6 +181,24 @@ impl IngestApi {
             })?;
             listeners.push(listener);
         }
+        if let Some(tls) = &mut tls {
+            let port = listeners[0].local_addr()?.port();
+            match &mut tls.self_signed {
+                Some(generated) => {
+                    let path = generated.write_to_temp_dir(port)?;
+                    tracing::info!(
+                        certificate = %path.display(),
+                        names = ?tls::SELF_SIGNED_NAMES,
+                        "TLS with a self-signed certificate generated now: trust this file in clients \
+                         (e.g. curl --cacert), or accept the browser's warning"
+                    );
+                }
+                None => tracing::info!(
+                    certificate = ?api.tls_cert,
+                    "TLS on both API ports (ALPN: h2, http/1.1)"
+                ),
+            }
+        }
         let state = Arc::new(Inner {
             redis: connection,
             script: redis::Script::new(INGEST_SCRIPT),
@@ -170,6 +209,7 @@ impl IngestApi {
             in_flight: Semaphore::new(api.max_in_flight as usize),
             redis_ok: AtomicBool::new(true),
             stats: ApiStats::new(),
+            tls: tls.is_some(),
         });
         // Connect and load the script now, in the background, so that the first requests do not pay for
         // it; if Redis is down, those requests answer 503 as they should.
@@ -184,7 +224,18 @@ impl IngestApi {
             listeners,
             state,
             shutdown_timeout: Duration::from_millis(api.shutdown_timeout_ms),
+            tls,
         })
+    }
+
+    /// Whether the ports speak TLS (and only TLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The certificate generated with `--tls-self-signed`, for clients to trust.
+    pub fn self_signed_certificate(&self) -> Option<&tls::SelfSigned> {
+        self.tls.as_ref().and_then(|t| t.self_signed.as_ref())
     }
 
     /// The addresses of the two ports.
@@ -205,6 +256,14 @@ impl IngestApi {
         for listener in self.listeners {
             let app = router(self.state.clone());
             let stop = stop.clone();
+            if let Some(tls) = &self.tls {
+                let (tls, failures) = (tls.clone(), self.state.stats.tls_handshakes_failed.clone());
+                servers.spawn(async move {
+                    tls::serve(listener, tls, app, failures, stop).await;
+                    Ok(())
+                });
+                continue;
+            }
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
@@ -383,6 +442,8 @@ async fn monitoring(State(state): State<Arc<Inner>>) -> Json<serde_json::Value> 
         "redisErrors": s.redis_errors.get(),
         "requestsShed": s.shed.get(),
         "inFlightAvailable": state.in_flight.available_permits(),
+        "tls": state.tls,
+        "tlsHandshakesFailed": s.tls_handshakes_failed.get(),
         "stream": state.stream_key,
         "streamMaxLen": state.maxlen,
     }))

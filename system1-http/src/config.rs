@@ -153,6 +153,41 @@ pub struct ApiArgs {
     /// Milliseconds to let in-flight requests finish on Ctrl-C or SIGTERM.
     #[arg(long, env = "SYSTEM1_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
     pub shutdown_timeout_ms: u64,
+
+    /// Serve both API ports over TLS with this certificate chain (PEM, leaf first); needs `--tls-key`.
+    /// Clients then negotiate HTTP/2 or HTTP/1.1 by ALPN, as browsers require for HTTP/2.
+    #[arg(
+        long,
+        env = "SYSTEM1_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "SYSTEM1_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Serve both API ports over TLS with a certificate generated at start-up for localhost,
+    /// 127.0.0.1 and ::1 (written to a file in the temporary directory, whose path is logged, for
+    /// clients to trust). For trying HTTP/2 from a browser; not for production.
+    #[arg(long, env = "SYSTEM1_TLS_SELF_SIGNED",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub tls_self_signed: bool,
+}
+
+impl ApiArgs {
+    /// Whether the API serves TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
 }
 
 /// The workers' settings.

@@ -127,3 +127,83 @@ fn a_port_in_use_names_the_flag_to_change_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&port) && err.contains("SYSTEM1_HTTP_PORT"), "{err}");
 }
+
+/// A certificate file that cannot be read stops `system1 api` at once, with the path in the message
+/// and no panic.
+#[test]
+fn a_bad_certificate_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, "not a key").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_system1"))
+        .env_remove("RUST_BACKTRACE")
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1/",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--http2-port",
+            "0",
+            "--tls-cert",
+        ])
+        .arg(&missing)
+        .arg("--tls-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the TLS certificate file")
+            && err.contains(missing.to_str().unwrap())
+            && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `--tls-self-signed` says where the certificate for clients to trust was written.
+#[test]
+fn a_self_signed_certificate_is_written_and_its_path_logged() {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_system1"))
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1/",
+            "--log-format",
+            "json",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            &port.to_string(),
+            "--http2-port",
+            "0",
+            "--tls-self-signed",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let stdout = BufReader::new(guard.0.stdout.take().unwrap());
+    let line = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("self-signed"))
+        .expect("a log line about the certificate");
+    let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let path = log["certificate"].as_str().expect("the path is logged");
+    assert!(
+        path.ends_with(&format!("system1-api-{port}-self-signed.pem")),
+        "{path}"
+    );
+    let pem = std::fs::read_to_string(path).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    assert!(!pem.contains("PRIVATE KEY"), "the key is never written");
+    let _ = std::fs::remove_file(path);
+}

@@ -128,3 +128,38 @@ fn the_workers_ops_host_defaults_to_every_interface_and_can_be_set() {
     let help = stdout(&system1(&["worker", "--help"], &[]));
     assert!(help.contains("SYSTEM1_WORKER_OPS_HOST"), "{help}");
 }
+
+/// TLS comes from files (both needed) or is generated, never both.
+#[test]
+fn tls_flags_are_checked_together() {
+    for (args, fragment) in [
+        (vec!["api", "--tls-cert", "c.pem"], "--tls-key"),
+        (vec!["api", "--tls-key", "k.pem"], "--tls-cert"),
+        (
+            vec![
+                "api",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-self-signed",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let out = system1(&args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(fragment), "{args:?}: {err}");
+    }
+    let env = [("SYSTEM1_TLS_SELF_SIGNED", "1")];
+    let text = stdout(&system1(&["all", "--print-config"], &env));
+    assert!(text.contains("tls_self_signed: true"), "{text}");
+    let env = [("SYSTEM1_TLS_CERT", "c.pem"), ("SYSTEM1_TLS_KEY", "k.pem")];
+    let text = stdout(&system1(&["api", "--print-config"], &env));
+    assert!(text.contains("tls_cert: Some(\n"), "{text}");
+    let help = stdout(&system1(&["api", "--help"], &[]));
+    for var in ["SYSTEM1_TLS_CERT", "SYSTEM1_TLS_KEY", "SYSTEM1_TLS_SELF_SIGNED"] {
+        assert!(help.contains(var), "{help}");
+    }
+}
