@@ -136,7 +136,9 @@ pub struct ApiArgs {
     #[arg(long, env = "SYSTEM1_HOST", default_value = "0.0.0.0")]
     pub host: std::net::IpAddr,
 
-    /// The stream keeps about this many entries (`XADD … MAXLEN ~`): the bound on Redis memory.
+    /// The stream keeps at most this many entries, plus up to 100 before it is trimmed back: the bound on
+    /// Redis memory. Trimming drops the oldest entries even if no worker processed them; those are
+    /// counted (the workers' `/api/monitoring`, `trimmedUnprocessed`).
     #[arg(long, env = "SYSTEM1_STREAM_MAXLEN", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1000..))]
     pub stream_maxlen: u64,

@@ -21,6 +21,11 @@
 //! id without a `seq`), so a metric already in the set is recognised and not counted twice, nor
 //! announced twice.
 //!
+//! **Entries trimmed while pending.** The stream's cap (see [`crate::api`]) may remove an entry that a
+//! consumer has read but not acked. Redis keeps its id in the pending list; the worker that meets it
+//! (its own on resuming, or a dead consumer's through `XAUTOCLAIM`) finds no data, acks it so that it
+//! blocks nothing, and counts it as lost in [`trimmed_key`].
+//!
 //! **A known approximation.** Two workers processing the same server at the same instant each rebuild
 //! the windows without the other's new metric; each publishes windows that miss one sample. The stored
 //! samples are complete, and the server's next update counts both.
@@ -52,6 +57,15 @@ pub fn version_key(server_id: &str) -> String {
     format!("metrics:samples-version:{server_id}")
 }
 
+/// The Redis hash that counts stream entries trimmed before a worker of a group processed them, per
+/// group: field `unread:<group>` (trimmed before any consumer read them; counted by the API's ingest
+/// script, which trims) and `pending:<group>` (read by a consumer that never acknowledged them; counted
+/// by the worker that finds them gone). Kept in Redis so that every process of the group, and every
+/// restart, adds to the same totals.
+pub fn trimmed_key(stream: &str) -> String {
+    format!("{stream}:trimmed")
+}
+
 /// What the workers of one process count, together.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
@@ -65,6 +79,8 @@ pub struct WorkerStats {
     pub claimed: std::sync::atomic::AtomicU64,
     /// Batches that failed (Redis errors); their entries stay pending and are retried.
     pub failures: std::sync::atomic::AtomicU64,
+    /// Pending entries found trimmed from the stream (read once, never acked, now gone): lost.
+    pub trimmed_pending: std::sync::atomic::AtomicU64,
 }
 
 /// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
@@ -113,6 +129,9 @@ pub enum Outcome {
         unreadable: usize,
         /// Entries claimed from a dead consumer.
         claimed: usize,
+        /// Pending entries found trimmed from the stream: acked (nothing is left to process) and
+        /// counted as lost. Not included in `entries`.
+        trimmed: usize,
     },
     /// Nothing to do within the block time.
     Empty,
@@ -230,6 +249,7 @@ impl Worker {
             duplicates,
             unreadable,
             claimed,
+            trimmed,
         }) = &result
         {
             use std::sync::atomic::Ordering::Relaxed;
@@ -237,6 +257,7 @@ impl Worker {
             self.stats.duplicates.fetch_add(*duplicates as u64, Relaxed);
             self.stats.unreadable.fetch_add(*unreadable as u64, Relaxed);
             self.stats.claimed.fetch_add(*claimed as u64, Relaxed);
+            self.stats.trimmed_pending.fetch_add(*trimmed as u64, Relaxed);
         }
         if result.is_err() {
             self.reader_broken = true;
@@ -287,6 +308,22 @@ impl Worker {
         } else {
             StreamAutoClaimReply::default()
         };
+        // Pending entries the stream no longer has (trimmed before their consumer acked them): Redis
+        // 7 lists them apart and drops them from the pending list itself. Nothing is left to process:
+        // count them as lost, group-wide.
+        let trimmed = claimed.deleted_ids.len();
+        if trimmed > 0 {
+            tracing::warn!(worker = %self.name, trimmed, "pending entries were trimmed from the stream before they were processed: lost");
+            let _: i64 = self
+                .writer
+                .hincr(
+                    trimmed_key(&self.stream),
+                    format!("pending:{}", self.group),
+                    trimmed,
+                )
+                .await
+                .context("counting trimmed entries failed")?;
+        }
         let (entries, claimed) = if claimed.claimed.is_empty() {
             let options = StreamReadOptions::default()
                 .group(&self.group, &self.name)
@@ -309,22 +346,48 @@ impl Worker {
             (claimed.claimed, n)
         };
         if entries.is_empty() {
-            return Ok(Outcome::Empty);
+            return Ok(if trimmed > 0 {
+                Outcome::Processed {
+                    entries: 0,
+                    duplicates: 0,
+                    unreadable: 0,
+                    claimed: 0,
+                    trimmed,
+                }
+            } else {
+                Outcome::Empty
+            });
         }
         let mut outcome = self.process(&entries).await?;
-        if let Outcome::Processed { claimed: c, .. } = &mut outcome {
+        if let Outcome::Processed {
+            claimed: c,
+            trimmed: t,
+            ..
+        } = &mut outcome
+        {
             *c = claimed;
+            *t += trimmed;
         }
         Ok(outcome)
     }
 
     /// Aggregates, stores, announces and acks `entries`.
+    ///
+    /// An entry without fields is one this consumer read before and that was trimmed from the stream
+    /// since (`XREADGROUP … 0` returns its id with no data): it is acked, so that it stops blocking the
+    /// consumer's pending list, and counted as lost.
     async fn process(&mut self, entries: &[StreamId]) -> anyhow::Result<Outcome> {
+        let (gone, entries): (Vec<&StreamId>, Vec<&StreamId>) =
+            entries.iter().partition(|e| e.map.is_empty());
+        let trimmed = gone.len();
+        if trimmed > 0 {
+            tracing::warn!(worker = %self.name, trimmed, "entries read before were trimmed from the stream before they were processed: lost");
+        }
         // Read every entry back into a metric; group them by server, keeping their order.
         let mut unreadable = 0;
         let mut by_server: Vec<(String, Vec<(&str, Metric)>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        for entry in entries {
+        for entry in &entries {
             let fields = entry.map.iter().filter_map(|(k, v)| match v {
                 redis::Value::BulkString(b) => Some((k.as_str(), b.as_slice())),
                 _ => None,
@@ -348,10 +411,15 @@ impl Worker {
         for (server, _) in &by_server {
             versions.get(version_key(server)).zcard(samples_key(server));
         }
-        let states: Vec<(Option<i64>, usize)> = versions
-            .query_async(&mut self.writer)
-            .await
-            .context("reading versions failed")?;
+        // (An empty pipeline is an error in redis-rs: a batch of only trimmed entries has no servers.)
+        let states: Vec<(Option<i64>, usize)> = if by_server.is_empty() {
+            Vec::new()
+        } else {
+            versions
+                .query_async(&mut self.writer)
+                .await
+                .context("reading versions failed")?
+        };
         if self.cache.len() > CACHE_MAX_SERVERS {
             self.cache.clear();
         }
@@ -434,8 +502,17 @@ impl Worker {
                 writes.hset_multiple(latest_key(server), &fields).ignore();
             }
         }
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = entries.iter().chain(&gone).map(|e| e.id.as_str()).collect();
         writes.xack(&self.stream, &self.group, &ids).ignore();
+        if trimmed > 0 {
+            writes
+                .hincr(
+                    trimmed_key(&self.stream),
+                    format!("pending:{}", self.group),
+                    trimmed,
+                )
+                .ignore();
+        }
         let new_versions: Vec<i64> = match writes.query_async(&mut self.writer).await {
             Ok(v) => v,
             Err(e) => {
@@ -459,6 +536,7 @@ impl Worker {
             duplicates,
             unreadable,
             claimed: 0,
+            trimmed,
         })
     }
 

@@ -1,7 +1,11 @@
 //! The workers' ops endpoints (`--ops-port`, 4003): what the consumer group is doing.
 //!
 //! `GET /api/monitoring` reads the group's state from Redis itself (`XLEN`, `XINFO GROUPS`,
-//! `XINFO CONSUMERS`), so it shows every worker of the group, in every process, not only this one's.
+//! `XINFO CONSUMERS`, and the trimmed-entry counts), so it shows every worker of the group, in every
+//! process, not only this one's. `trimmedUnprocessed` is the number of metrics the stream's cap threw
+//! away before this group processed them: `trimmed.unread` (no consumer had read them) plus
+//! `trimmed.pending` (a consumer had read them and never acknowledged them). The group's `lag` is
+//! Redis's own figure; after a trim it is wrong on Redis 7.0 (it keeps counting the trimmed entries).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +21,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{RedisArgs, WorkerArgs};
-use crate::worker::WorkerStats;
+use crate::worker::{WorkerStats, trimmed_key};
+
+/// The group's counts of entries trimmed before they were processed: never read, and read but never
+/// acknowledged (see [`trimmed_key`]).
+type Trimmed = (Option<u64>, Option<u64>);
 
 struct Ops {
     redis: ConnectionManager,
@@ -137,7 +145,7 @@ fn to_maps(value: redis::Value) -> Vec<serde_json::Map<String, serde_json::Value
 
 async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
     let mut redis = ops.redis.clone();
-    let result: redis::RedisResult<(usize, redis::Value, redis::Value)> = redis::pipe()
+    let result: redis::RedisResult<(usize, redis::Value, redis::Value, Trimmed)> = redis::pipe()
         .cmd("XLEN")
         .arg(&ops.stream)
         .cmd("XINFO")
@@ -147,6 +155,10 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
         .arg("CONSUMERS")
         .arg(&ops.stream)
         .arg(&ops.group)
+        .cmd("HMGET")
+        .arg(trimmed_key(&ops.stream))
+        .arg(format!("unread:{}", ops.group))
+        .arg(format!("pending:{}", ops.group))
         .query_async(&mut redis)
         .await;
     let s = &ops.stats;
@@ -156,10 +168,12 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
         "unreadable": s.unreadable.load(Ordering::Relaxed),
         "claimed": s.claimed.load(Ordering::Relaxed),
         "failedBatches": s.failures.load(Ordering::Relaxed),
+        "trimmedPending": s.trimmed_pending.load(Ordering::Relaxed),
         "processedPerSecAverage": s.processed.load(Ordering::Relaxed) as f64 / ops.started.elapsed().as_secs_f64().max(1.0),
     });
     match result {
-        Ok((length, groups, consumers)) => {
+        Ok((length, groups, consumers, (unread, pending))) => {
+            let (unread, pending) = (unread.unwrap_or(0), pending.unwrap_or(0));
             let group = to_maps(groups)
                 .into_iter()
                 .find(|g| g.get("name").and_then(|n| n.as_str()) == Some(ops.group.as_str()));
@@ -169,6 +183,8 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
                 "streamLength": length,
                 "group": group,
                 "consumers": to_maps(consumers),
+                "trimmedUnprocessed": unread + pending,
+                "trimmed": {"unread": unread, "pending": pending},
                 "thisProcess": this_process,
             }))
             .into_response()
@@ -208,6 +224,11 @@ async fn prometheus(State(ops): State<Arc<Ops>>) -> Response {
             "system1_worker_failed_batches_total",
             "Batches that failed and will be retried",
             &s.failures,
+        ),
+        (
+            "system1_worker_trimmed_pending_total",
+            "Pending entries found trimmed from the stream before they were processed (lost)",
+            &s.trimmed_pending,
         ),
     ] {
         text.push_str(&format!(

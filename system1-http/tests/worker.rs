@@ -89,7 +89,8 @@ async fn a_batch_is_aggregated_stored_announced_and_acked() {
             entries: 3,
             duplicates: 0,
             unreadable: 0,
-            claimed: 0
+            claimed: 0,
+            trimmed: 0
         }
     );
     assert_eq!(pending(&redis), 0, "everything acked");
@@ -218,7 +219,8 @@ async fn a_dead_consumers_entries_are_claimed_and_finished() {
             entries: 5,
             duplicates: 0,
             unreadable: 0,
-            claimed: 5
+            claimed: 5,
+            trimmed: 0
         }
     );
     assert_eq!(pending(&redis), 0);
@@ -295,7 +297,8 @@ async fn a_redelivered_metric_is_acked_but_not_counted_again() {
             entries: 2,
             duplicates: 1,
             unreadable: 0,
-            claimed: 0
+            claimed: 0,
+            trimmed: 0
         }
     );
     append(&redis, &[metric("s", t, 10.0, 1)]);
@@ -306,7 +309,8 @@ async fn a_redelivered_metric_is_acked_but_not_counted_again() {
             entries: 1,
             duplicates: 1,
             unreadable: 0,
-            claimed: 0
+            claimed: 0,
+            trimmed: 0
         }
     );
     assert_eq!(latest_windows(&redis, "s").get(1000).unwrap().samples, 1);
@@ -335,7 +339,8 @@ async fn a_restarted_agents_seqs_are_not_mistaken_for_redeliveries() {
             entries: 2,
             duplicates: 0,
             unreadable: 0,
-            claimed: 0
+            claimed: 0,
+            trimmed: 0
         }
     );
     assert_eq!(latest_windows(&redis, "s").get(1000).unwrap().samples, 4);
@@ -408,7 +413,8 @@ async fn an_entry_that_is_not_a_metric_is_acked_and_counted() {
             entries: 2,
             duplicates: 0,
             unreadable: 1,
-            claimed: 0
+            claimed: 0,
+            trimmed: 0
         }
     );
     assert_eq!(pending(&redis), 0, "a poison entry must not be retried forever");
@@ -456,4 +462,28 @@ async fn after_a_redis_outage_workers_resume_from_their_pending_list() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(latest_windows(&redis, "s").get(10000).unwrap().samples, 10);
+}
+
+/// A batch with nothing to aggregate (only entries that are not metrics) is acked like any other: it
+/// must not fail on an empty round of version reads and come back for ever.
+#[tokio::test]
+async fn a_batch_of_only_unreadable_entries_does_not_wedge_the_worker() {
+    let redis = RedisServer::start().unwrap();
+    let mut w = worker(&redis, "w1", &[]).await;
+    let _: String = redis
+        .connection()
+        .xadd("metrics:stream", "*", &[("hello", "world")])
+        .unwrap();
+    assert_eq!(
+        w.process_batch().await.unwrap(),
+        Outcome::Processed {
+            entries: 1,
+            duplicates: 0,
+            unreadable: 1,
+            claimed: 0,
+            trimmed: 0
+        }
+    );
+    assert_eq!(pending(&redis), 0);
+    assert_eq!(w.process_batch().await.unwrap(), Outcome::Empty);
 }

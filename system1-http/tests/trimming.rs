@@ -1,0 +1,237 @@
+//! The stream's cap (`--stream-maxlen`) against a real redis-server: trimming drops entries whether or
+//! not a worker processed them, and every such drop is counted, by kind; a consumer whose pending
+//! entries were trimmed is not wedged by them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use lab_testkit::RedisServer;
+use redis::Commands;
+use serde_json::{Value, json};
+use system1_http::api::IngestApi;
+use system1_http::config::{Cli, Role};
+use system1_http::worker::{Outcome, Worker, WorkerStats, trimmed_key};
+
+const STREAM: &str = "metrics:stream";
+const GROUP: &str = "metrics-workers";
+
+fn cli(redis: &RedisServer, args: &[&str]) -> Cli {
+    let url = redis.url();
+    let mut all = vec!["system1", "--redis-url", &url];
+    all.extend_from_slice(args);
+    Cli::try_parse_from(all).unwrap()
+}
+
+/// Starts the API with a cap of 1 000 entries (the smallest allowed); returns its URL.
+async fn start_api(redis: &RedisServer) -> String {
+    let cli = cli(
+        redis,
+        &[
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--http2-port",
+            "0",
+            "--stream-maxlen",
+            "1000",
+        ],
+    );
+    let Role::Api(args) = &cli.role else {
+        unreachable!()
+    };
+    let api = IngestApi::bind(args, &cli.redis).await.unwrap();
+    let url = format!("http://{}", api.local_addrs()[0]);
+    tokio::spawn(api.run(std::future::pending()));
+    url
+}
+
+async fn worker(redis: &RedisServer, name: &str, stats: &Arc<WorkerStats>) -> Worker {
+    let cli = cli(
+        redis,
+        &[
+            "worker",
+            "--block-ms",
+            "100",
+            "--batch-size",
+            "10",
+            "--claim-idle-ms",
+            "50",
+        ],
+    );
+    let Role::Worker(args) = &cli.role else {
+        unreachable!()
+    };
+    let mut worker = Worker::connect(args, &cli.redis, name.into())
+        .await
+        .unwrap()
+        .with_stats(stats.clone());
+    worker.ensure_group().await.unwrap();
+    worker
+}
+
+/// Posts `n` metrics in one batch (up to 1 000).
+async fn ingest(client: &reqwest::Client, url: &str, first_seq: u64, n: u64) {
+    let batch: Vec<Value> = (first_seq..first_seq + n)
+        .map(|seq| json!({"serverId": "s", "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}))
+        .collect();
+    let response = client
+        .post(format!("{url}/metrics"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+}
+
+/// A consumer reads `count` entries and never acknowledges them (it died, or is about to).
+fn read_without_ack(redis: &RedisServer, consumer: &str, count: usize) {
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", GROUP, consumer, "COUNT"])
+        .arg(count)
+        .arg(&["STREAMS", STREAM, ">"])
+        .query(&mut redis.connection())
+        .unwrap();
+}
+
+fn pending(redis: &RedisServer) -> usize {
+    let reply: redis::streams::StreamPendingReply = redis.connection().xpending(STREAM, GROUP).unwrap();
+    reply.count()
+}
+
+fn counted(redis: &RedisServer, field: &str) -> u64 {
+    let value: Option<u64> = redis.connection().hget(trimmed_key(STREAM), field).unwrap();
+    value.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedges() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_api(&redis).await;
+    let client = reqwest::Client::new();
+    let stats = Arc::new(WorkerStats::default());
+    let mut w1 = worker(&redis, "w1", &stats).await;
+    // A second group that never reads: everything trimmed is unread for it.
+    let _: () = redis.connection().xgroup_create(STREAM, "audit", "0").unwrap();
+
+    // Entries 1–20: w1 processes 1–10; "dead" reads 11–15 and dies; "w3" reads 16–18 and crashes;
+    // 19–20 are never read.
+    ingest(&client, &url, 0, 20).await;
+    assert!(matches!(
+        w1.process_batch().await.unwrap(),
+        Outcome::Processed { entries: 10, .. }
+    ));
+    read_without_ack(&redis, "dead", 5);
+    read_without_ack(&redis, "w3", 3);
+    assert_eq!(pending(&redis), 8);
+
+    // 2 000 more. At 1 020 entries the stream is under cap + 100: nothing trimmed yet. At 2 020, it is
+    // trimmed back to 1 000: the oldest 1 020 go, entries 1–1 020.
+    ingest(&client, &url, 20, 1000).await;
+    let length: usize = redis.connection().xlen(STREAM).unwrap();
+    assert_eq!(length, 1020, "under the cap plus one step: not trimmed");
+    ingest(&client, &url, 1020, 1000).await;
+    let length: usize = redis.connection().xlen(STREAM).unwrap();
+    assert_eq!(length, 1000, "trimmed exactly to the cap");
+
+    // Of the 1 020 trimmed: 10 processed, 8 pending (counted when the workers find them gone), and
+    // 1 002 that no consumer of the group had read (entries 19–1 020), counted by the trim itself.
+    assert_eq!(counted(&redis, &format!("unread:{GROUP}")), 1002);
+    assert_eq!(counted(&redis, "unread:audit"), 1020);
+    assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 0);
+
+    // "w3" comes back: its own pending entries are gone. It acks and counts them, and goes on.
+    let mut w3 = worker(&redis, "w3", &stats).await;
+    assert_eq!(
+        w3.process_batch().await.unwrap(),
+        Outcome::Processed {
+            entries: 0,
+            duplicates: 0,
+            unreadable: 0,
+            claimed: 0,
+            trimmed: 3
+        }
+    );
+    assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 3);
+    assert_eq!(
+        pending(&redis),
+        5,
+        "only the dead consumer's entries are left pending"
+    );
+
+    // "dead" never comes back: once its entries are idle past --claim-idle-ms, XAUTOCLAIM reports them
+    // deleted (and drops them from the pending list); w1 counts them and reads on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let outcome = w1.process_batch().await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Processed {
+                claimed: 0,
+                trimmed: 5,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 8);
+
+    // Nothing is wedged: the workers drain the rest of the stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while w1.process_batch().await.unwrap() != Outcome::Empty
+        || w3.process_batch().await.unwrap() != Outcome::Empty
+        || pending(&redis) != 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the workers never finished"
+        );
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.processed.load(Relaxed), 10 + 1000);
+    assert_eq!(stats.trimmed_pending.load(Relaxed), 8);
+
+    // The ops port shows it: 1 010 metrics of this group's were thrown away unprocessed.
+    let cli = cli(&redis, &["worker", "--ops-port", "0", "--ops-host", "127.0.0.1"]);
+    let Role::Worker(args) = &cli.role else {
+        unreachable!()
+    };
+    let (address, _task) =
+        system1_http::worker_ops::serve(args, &cli.redis, stats.clone(), std::future::pending())
+            .await
+            .unwrap();
+    let m: Value = reqwest::get(format!("http://{address}/api/monitoring"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["trimmedUnprocessed"], 1010, "{m}");
+    assert_eq!(m["trimmed"], json!({"unread": 1002, "pending": 8}));
+    assert_eq!(m["thisProcess"]["trimmedPending"], 8);
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("system1_worker_trimmed_pending_total 8"), "{text}");
+}
+
+/// Without a consumer group nothing is counted (no one was going to read the entries), and the cap
+/// still holds.
+#[tokio::test]
+async fn without_a_group_trimming_only_caps_the_stream() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_api(&redis).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        ingest(&client, &url, i * 1000, 1000).await;
+    }
+    let length: usize = redis.connection().xlen(STREAM).unwrap();
+    assert_eq!(length, 1000);
+    let exists: bool = redis.connection().exists(trimmed_key(STREAM)).unwrap();
+    assert!(!exists);
+}
