@@ -14,7 +14,7 @@
 //! it never slows the relay or other dashboards.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -32,6 +32,10 @@ use lab_core::parse::parse_dashboard_request;
 use lab_core::wire::close::CloseReason;
 use lab_core::wire::system1::{DashboardReply, DashboardRequest};
 use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
@@ -57,13 +61,68 @@ struct Hub {
     dashboards_write: std::sync::Mutex<()>,
     redis: ConnectionManager,
     subscribed: AtomicBool,
-    connections: AtomicUsize,
     next_id: AtomicU64,
-    relayed: AtomicU64,
-    coalesced: AtomicU64,
-    dropped: AtomicU64,
-    unreadable: AtomicU64,
-    resubscriptions: AtomicU64,
+    /// What the broadcaster counts. Prometheus metrics (shared atomics), registered in `registry`, so
+    /// that `/api/monitoring` and `GET /metrics` read the same numbers.
+    stats: Stats,
+    /// The Prometheus page (`GET /metrics`).
+    registry: Registry,
+}
+
+/// The broadcaster's counters and gauge.
+#[derive(Debug, Default)]
+struct Stats {
+    /// Open dashboard connections; also what the connection limit is checked against.
+    connections: Gauge<i64, AtomicI64>,
+    /// Pub/sub events handed to dashboards.
+    relayed: Counter,
+    /// Events superseded before a slow dashboard got them.
+    coalesced: Counter,
+    /// Events dropped because a dashboard's queue was full.
+    dropped: Counter,
+    /// Pub/sub messages that were not events.
+    unreadable: Counter,
+    /// Subscriptions to the channel: 1, plus one per resubscription after losing Redis.
+    resubscriptions: Counter,
+}
+
+impl Stats {
+    /// The Prometheus registry over these metrics, under their stable names
+    /// (`system1_broadcaster_events_relayed_total`, …, `system1_broadcaster_dashboards`).
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("system1_broadcaster");
+        registry.register(
+            "events_relayed",
+            "Pub/sub events relayed to dashboards",
+            self.relayed.clone(),
+        );
+        registry.register(
+            "updates_coalesced",
+            "Events superseded before a slow dashboard got them",
+            self.coalesced.clone(),
+        );
+        registry.register(
+            "updates_dropped",
+            "Events dropped: dashboard queue full",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "events_unreadable",
+            "Pub/sub messages that were not events",
+            self.unreadable.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Subscriptions to the channel (1, plus one per resubscription)",
+            self.resubscriptions.clone(),
+        );
+        registry.register(
+            "dashboards",
+            "Open dashboard connections",
+            self.connections.clone(),
+        );
+        registry
+    }
 }
 
 impl Hub {
@@ -92,13 +151,13 @@ impl Hub {
             server_id: String,
         }
         let Ok(event) = serde_json::from_str::<Event>(&text) else {
-            self.unreadable.fetch_add(1, Ordering::Relaxed);
+            self.stats.unreadable.inc();
             return;
         };
         let server = event.payload.server_id;
         let dashboards = self.dashboards.load();
         let update = Arc::new(Update::verbatim(&server, Utf8Bytes::from(text)));
-        self.relayed.fetch_add(1, Ordering::Relaxed);
+        self.stats.relayed.inc();
         for outbox in dashboards.iter() {
             if outbox.preferences.filter.as_deref().is_some_and(|f| f != server) {
                 continue;
@@ -106,10 +165,10 @@ impl Hub {
             match outbox.push(&update) {
                 Pushed::Queued => {}
                 Pushed::Coalesced => {
-                    self.coalesced.fetch_add(1, Ordering::Relaxed);
+                    self.stats.coalesced.inc();
                 }
                 Pushed::Dropped => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.stats.dropped.inc();
                 }
             }
         }
@@ -137,6 +196,7 @@ impl Broadcaster {
                 "cannot listen on {address} (is the port in use? change it with --ws-port or SYSTEM1_WS_PORT)"
             )
         })?;
+        let stats = Stats::default();
         let hub = Arc::new(Hub {
             config: args.clone(),
             channel: redis.channel.clone(),
@@ -144,13 +204,9 @@ impl Broadcaster {
             dashboards_write: std::sync::Mutex::new(()),
             redis: connection,
             subscribed: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
-            relayed: AtomicU64::new(0),
-            coalesced: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            unreadable: AtomicU64::new(0),
-            resubscriptions: AtomicU64::new(0),
+            registry: stats.registry(),
+            stats,
         });
         Ok(Broadcaster {
             listener,
@@ -211,7 +267,8 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&hub.channel).await {
                 Ok(()) => {
-                    if hub.resubscriptions.fetch_add(1, Ordering::Relaxed) > 0 {
+                    // `inc` returns the count before: anything but 0 means this is a resubscription.
+                    if hub.stats.resubscriptions.inc() > 0 {
                         tracing::info!(channel = %hub.channel, "resubscribed");
                     }
                     hub.subscribed.store(true, Ordering::Relaxed);
@@ -222,7 +279,7 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
                             message = messages.next() => match message {
                                 Some(m) => match m.get_payload::<String>() {
                                     Ok(text) => hub.relay(text),
-                                    Err(_) => { hub.unreadable.fetch_add(1, Ordering::Relaxed); }
+                                    Err(_) => { hub.stats.unreadable.inc(); }
                                 },
                                 None => break,
                             },
@@ -264,7 +321,9 @@ fn close(reason: CloseReason) -> Message {
 
 async fn dashboard(mut socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken) {
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-    let open = hub.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    // `inc` returns the count before this one: one atomic step, so two dashboards arriving together
+    // cannot both see room for one.
+    let open = hub.stats.connections.inc() + 1;
     let mut outbox = new_outbox(&hub, id, None);
     let reason = if open as u64 > hub.config.max_connections {
         Some(close(CloseReason::ConnectionLimit))
@@ -276,7 +335,7 @@ async fn dashboard(mut socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken
         let _ = timeout(Duration::from_secs(1), socket.send(message)).await;
     }
     hub.replace(id, None);
-    hub.connections.fetch_sub(1, Ordering::AcqRel);
+    hub.stats.connections.dec();
 }
 
 /// A dashboard's outbox for this filter.
@@ -444,7 +503,7 @@ async fn health(State((hub, _, _)): State<AppState>) -> Response {
 async fn websocket_health(State((hub, stop, _)): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": if stop.is_cancelled() { "shutting-down" } else { "ok" },
-        "dashboards": hub.connections.load(Ordering::Relaxed),
+        "dashboards": hub.stats.connections.get(),
         "maxConnections": hub.config.max_connections,
     }))
 }
@@ -463,50 +522,23 @@ async fn monitoring(State((hub, _, _)): State<AppState>) -> Json<serde_json::Val
         "role": "broadcaster",
         "subscribed": hub.subscribed.load(Ordering::Relaxed),
         "channel": hub.channel,
-        "eventsRelayed": hub.relayed.load(Ordering::Relaxed),
-        "eventsUnreadable": hub.unreadable.load(Ordering::Relaxed),
-        "updatesCoalesced": hub.coalesced.load(Ordering::Relaxed),
-        "updatesDropped": hub.dropped.load(Ordering::Relaxed),
-        "subscriptions": hub.resubscriptions.load(Ordering::Relaxed),
+        "eventsRelayed": hub.stats.relayed.get(),
+        "eventsUnreadable": hub.stats.unreadable.get(),
+        "updatesCoalesced": hub.stats.coalesced.get(),
+        "updatesDropped": hub.stats.dropped.get(),
+        "subscriptions": hub.stats.resubscriptions.get(),
         "dashboards": dashboards,
     }))
 }
 
 async fn prometheus(State((hub, _, _)): State<AppState>) -> Response {
     let mut text = String::new();
-    for (name, help, value) in [
-        (
-            "system1_broadcaster_events_relayed_total",
-            "Pub/sub events relayed to dashboards",
-            hub.relayed.load(Ordering::Relaxed),
-        ),
-        (
-            "system1_broadcaster_updates_coalesced_total",
-            "Events superseded before a slow dashboard got them",
-            hub.coalesced.load(Ordering::Relaxed),
-        ),
-        (
-            "system1_broadcaster_updates_dropped_total",
-            "Events dropped: dashboard queue full",
-            hub.dropped.load(Ordering::Relaxed),
-        ),
-        (
-            "system1_broadcaster_dashboards",
-            "Open dashboard connections",
-            hub.connections.load(Ordering::Relaxed) as u64,
-        ),
-    ] {
-        let kind = if name.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
-        };
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
+    encode(&mut text, &hub.registry).expect("writing to a String cannot fail");
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response()

@@ -37,6 +37,7 @@ use anyhow::Context;
 use lab_core::Metric;
 use lab_core::aggregate::{Added, ServerWindows, WindowSpec, WindowSummaries};
 use lab_core::wire::system1::{self, Event, Processed};
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
@@ -66,21 +67,23 @@ pub fn trimmed_key(stream: &str) -> String {
     format!("{stream}:trimmed")
 }
 
-/// What the workers of one process count, together.
+/// What the workers of one process count, together. Prometheus counters (shared atomics: a clone
+/// counts into the same number), so that the ops port's `/api/monitoring` JSON and its Prometheus page
+/// read the very same values (see [`crate::worker_ops`]).
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     /// Entries processed (acked).
-    pub processed: std::sync::atomic::AtomicU64,
+    pub processed: Counter,
     /// Redelivered metrics recognised and not counted again.
-    pub duplicates: std::sync::atomic::AtomicU64,
+    pub duplicates: Counter,
     /// Entries that were not metrics (acked and dropped).
-    pub unreadable: std::sync::atomic::AtomicU64,
+    pub unreadable: Counter,
     /// Entries claimed from dead consumers.
-    pub claimed: std::sync::atomic::AtomicU64,
+    pub claimed: Counter,
     /// Batches that failed (Redis errors); their entries stay pending and are retried.
-    pub failures: std::sync::atomic::AtomicU64,
+    pub failures: Counter,
     /// Pending entries found trimmed from the stream (read once, never acked, now gone): lost.
-    pub trimmed_pending: std::sync::atomic::AtomicU64,
+    pub trimmed_pending: Counter,
 }
 
 /// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
@@ -252,12 +255,11 @@ impl Worker {
             trimmed,
         }) = &result
         {
-            use std::sync::atomic::Ordering::Relaxed;
-            self.stats.processed.fetch_add(*entries as u64, Relaxed);
-            self.stats.duplicates.fetch_add(*duplicates as u64, Relaxed);
-            self.stats.unreadable.fetch_add(*unreadable as u64, Relaxed);
-            self.stats.claimed.fetch_add(*claimed as u64, Relaxed);
-            self.stats.trimmed_pending.fetch_add(*trimmed as u64, Relaxed);
+            self.stats.processed.inc_by(*entries as u64);
+            self.stats.duplicates.inc_by(*duplicates as u64);
+            self.stats.unreadable.inc_by(*unreadable as u64);
+            self.stats.claimed.inc_by(*claimed as u64);
+            self.stats.trimmed_pending.inc_by(*trimmed as u64);
         }
         if result.is_err() {
             self.reader_broken = true;
@@ -623,9 +625,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    self.stats
-                        .failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.stats.failures.inc();
                     tracing::warn!(worker = %self.name, error = %format!("{e:#}"), ?backoff, "batch failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

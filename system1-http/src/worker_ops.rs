@@ -8,7 +8,6 @@
 //! Redis's own figure; after a trim it is wrong on Redis 7.0 (it keeps counting the trimmed entries).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,6 +16,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 
@@ -33,6 +37,76 @@ struct Ops {
     group: String,
     stats: Arc<WorkerStats>,
     started: std::time::Instant,
+    /// The Prometheus page: this process's counters (clones of those in `stats`, so the same numbers)
+    /// and the group's trimmed counts.
+    registry: Registry,
+    /// The group's trimmed counts, read from Redis on each scrape, for the registry to show.
+    trimmed: Arc<GroupTrimmed>,
+}
+
+/// The group-wide counts of entries trimmed before processing, as a Prometheus collector. They live in
+/// Redis (every process of the group adds to them), so a scrape first reads them, then encodes.
+#[derive(Debug)]
+struct GroupTrimmed {
+    group: String,
+    /// `(unread, pending)` as last read; `None` until Redis answered. A std `Mutex` is right here: it is
+    /// held only to copy two numbers, never across an `.await`.
+    counts: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl Collector for GroupTrimmed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((unread, pending)) = *self.counts.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Ok(());
+        };
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "trimmed_unprocessed",
+            "Stream entries trimmed before this group processed them (whole group, from Redis), by \
+             kind: unread (never delivered) or pending (delivered, never acked)",
+            None,
+            counter.metric_type(),
+        )?;
+        for (kind, value) in [("unread", unread), ("pending", pending)] {
+            let labels = [("group", self.group.as_str()), ("kind", kind)];
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The ops port's Prometheus registry: this process's counters under their stable names
+/// (`system1_worker_…_total`), and the group's trimmed counts.
+fn registry(stats: &WorkerStats, trimmed: Arc<GroupTrimmed>) -> Registry {
+    let mut registry = Registry::with_prefix("system1_worker");
+    for (name, help, counter) in [
+        (
+            "entries_processed",
+            "Stream entries processed and acked",
+            &stats.processed,
+        ),
+        (
+            "duplicates",
+            "Redelivered metrics recognised and not counted again",
+            &stats.duplicates,
+        ),
+        ("unreadable", "Entries that were not metrics", &stats.unreadable),
+        ("claimed", "Entries claimed from dead consumers", &stats.claimed),
+        (
+            "failed_batches",
+            "Batches that failed and will be retried",
+            &stats.failures,
+        ),
+        (
+            "trimmed_pending",
+            "Pending entries this process found trimmed from the stream before they were processed (lost)",
+            &stats.trimmed_pending,
+        ),
+    ] {
+        registry.register(name, help, counter.clone());
+    }
+    registry.register_collector(Box::new(trimmed));
+    registry
 }
 
 /// Binds the ops port and serves it until `shutdown`.
@@ -55,12 +129,18 @@ pub async fn serve(
         )
     })?;
     let address = listener.local_addr()?;
+    let trimmed = Arc::new(GroupTrimmed {
+        group: args.group.clone(),
+        counts: std::sync::Mutex::new(None),
+    });
     let state = Arc::new(Ops {
         redis: connection,
         stream: redis.stream_key.clone(),
         group: args.group.clone(),
+        registry: registry(&stats, trimmed.clone()),
         stats,
         started: std::time::Instant::now(),
+        trimmed,
     });
     let app = Router::new()
         .route("/healthz", get(health))
@@ -163,13 +243,13 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
         .await;
     let s = &ops.stats;
     let this_process = serde_json::json!({
-        "processed": s.processed.load(Ordering::Relaxed),
-        "duplicates": s.duplicates.load(Ordering::Relaxed),
-        "unreadable": s.unreadable.load(Ordering::Relaxed),
-        "claimed": s.claimed.load(Ordering::Relaxed),
-        "failedBatches": s.failures.load(Ordering::Relaxed),
-        "trimmedPending": s.trimmed_pending.load(Ordering::Relaxed),
-        "processedPerSecAverage": s.processed.load(Ordering::Relaxed) as f64 / ops.started.elapsed().as_secs_f64().max(1.0),
+        "processed": s.processed.get(),
+        "duplicates": s.duplicates.get(),
+        "unreadable": s.unreadable.get(),
+        "claimed": s.claimed.get(),
+        "failedBatches": s.failures.get(),
+        "trimmedPending": s.trimmed_pending.get(),
+        "processedPerSecAverage": s.processed.get() as f64 / ops.started.elapsed().as_secs_f64().max(1.0),
     });
     match result {
         Ok((length, groups, consumers, (unread, pending))) => {
@@ -197,47 +277,28 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
 }
 
 async fn prometheus(State(ops): State<Arc<Ops>>) -> Response {
-    let s = &ops.stats;
-    let mut text = String::new();
-    for (name, help, value) in [
-        (
-            "system1_worker_entries_processed_total",
-            "Stream entries processed and acked",
-            &s.processed,
-        ),
-        (
-            "system1_worker_duplicates_total",
-            "Redelivered metrics recognised and not counted again",
-            &s.duplicates,
-        ),
-        (
-            "system1_worker_unreadable_total",
-            "Entries that were not metrics",
-            &s.unreadable,
-        ),
-        (
-            "system1_worker_claimed_total",
-            "Entries claimed from dead consumers",
-            &s.claimed,
-        ),
-        (
-            "system1_worker_failed_batches_total",
-            "Batches that failed and will be retried",
-            &s.failures,
-        ),
-        (
-            "system1_worker_trimmed_pending_total",
-            "Pending entries found trimmed from the stream before they were processed (lost)",
-            &s.trimmed_pending,
-        ),
-    ] {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-            value.load(Ordering::Relaxed)
-        ));
+    // The group-wide counts first (from Redis); if Redis is away, the page shows the last ones read.
+    let mut redis = ops.redis.clone();
+    let read: redis::RedisResult<Trimmed> = redis::cmd("HMGET")
+        .arg(trimmed_key(&ops.stream))
+        .arg(format!("unread:{}", ops.group))
+        .arg(format!("pending:{}", ops.group))
+        .query_async(&mut redis)
+        .await;
+    match read {
+        Ok((unread, pending)) => {
+            *ops.trimmed.counts.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((unread.unwrap_or(0), pending.unwrap_or(0)));
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the trimmed counts for Prometheus"),
     }
+    let mut text = String::new();
+    encode(&mut text, &ops.registry).expect("writing to a String cannot fail");
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response()

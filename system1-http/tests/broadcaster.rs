@@ -108,6 +108,32 @@ async fn events_are_relayed_verbatim_to_dashboards_that_want_them() {
             .await
             .is_err()
     );
+
+    // The monitoring JSON and the Prometheus page read the same counters, under their stable names.
+    let http = url.replace("ws://", "http://");
+    let monitoring: Value = reqwest::get(format!("{http}api/monitoring"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(monitoring["eventsRelayed"], 3);
+    assert_eq!(monitoring["subscriptions"], 1);
+    let text = reqwest::get(format!("{http}metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "system1_broadcaster_events_relayed_total 3",
+        "system1_broadcaster_updates_coalesced_total 0",
+        "system1_broadcaster_updates_dropped_total 0",
+        "system1_broadcaster_dashboards 2",
+        "system1_broadcaster_subscriptions_total 1",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }
 
 #[tokio::test]
