@@ -176,6 +176,8 @@ pub async fn run(args: RunArgs, stop: CancellationToken, progress: bool) -> anyh
         }
     }
     pacer.stop();
+    // The end of sending: a run stopped early is measured up to here, not to the end of the cooldown.
+    let sending_ended_ms = recorder.clock.now_ms();
 
     // Updates may still be on their way to the dashboard.
     if let Some(task) = dashboard {
@@ -194,7 +196,13 @@ pub async fn run(args: RunArgs, stop: CancellationToken, progress: bool) -> anyh
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(build_report(&args, &recorder, timeline, stop.is_cancelled()))
+    Ok(build_report(
+        &args,
+        &recorder,
+        timeline,
+        stop.is_cancelled(),
+        sending_ended_ms,
+    ))
 }
 
 /// The `--live-json` lines: each second's figures, from differences of the cumulative counters.
@@ -248,7 +256,13 @@ impl Live {
     }
 }
 
-fn build_report(args: &RunArgs, recorder: &Recorder, timeline: Vec<Second>, partial: bool) -> Report {
+fn build_report(
+    args: &RunArgs,
+    recorder: &Recorder,
+    timeline: Vec<Second>,
+    partial: bool,
+    sending_ended_ms: f64,
+) -> Report {
     let sent = recorder.sent.load(Ordering::Relaxed);
     let acked = recorder.acked.load(Ordering::Relaxed);
     let refused = recorder.refused.load(Ordering::Relaxed);
@@ -262,12 +276,16 @@ fn build_report(args: &RunArgs, recorder: &Recorder, timeline: Vec<Second>, part
     };
     let measured_secs = {
         let full = if args.duration.is_zero() {
-            timeline.len() as f64
+            f64::INFINITY
         } else {
             args.duration.as_secs_f64()
         };
-        let elapsed = (recorder.clock.now_ms() - recorder.measure_from_ms) / 1000.0;
-        if partial { elapsed.clamp(0.0, full) } else { full }
+        let elapsed = (sending_ended_ms - recorder.measure_from_ms) / 1000.0;
+        if partial || full.is_infinite() {
+            elapsed.clamp(0.0, full)
+        } else {
+            full
+        }
     };
     let ack = recorder.ack_histogram();
     let e2e = recorder.e2e_histogram();

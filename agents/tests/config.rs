@@ -267,3 +267,62 @@ fn reports_of_two_processes_merge_into_one() {
         text(&bad.stderr)
     );
 }
+
+/// `--live-json`: one line per second on stdout, each that second's figures, beside the summary.
+#[test]
+fn live_json_prints_each_seconds_figures() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _sink = Sink(
+        Command::new(env!("CARGO_BIN_EXE_agents"))
+            .args(["sink", "--port", &port.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the sink did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = agents(
+        &[
+            "--target",
+            &format!("ws://127.0.0.1:{port}"),
+            "--rate",
+            "300",
+            "--duration",
+            "3s",
+            "--live-json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let live: Vec<agents::report::LiveSecond> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(live.len() >= 3, "{stdout}");
+    let full: Vec<_> = live.iter().filter(|s| s.second.intended > 0).collect();
+    assert!(full.len() >= 2, "{stdout}");
+    for (t, s) in live.iter().enumerate() {
+        assert_eq!(s.second.t, t as u64, "the lines are in order, one per second");
+        assert_eq!(s.overdue, None, "no dashboard, so no loss is known: {s:?}");
+        assert_eq!(s.errors, 0);
+    }
+    let acked: u64 = live.iter().map(|s| s.second.acked).sum();
+    assert!(acked >= 600, "{stdout}");
+    let counted: u64 = live.iter().map(|s| s.ack_latency_ms.count).sum();
+    // Each second's histogram holds that second's acks only (give or take an ack that lands
+    // between reading the counter and reading the histogram).
+    assert!(counted.abs_diff(acked) <= 5, "{counted} timed vs {acked} acked");
+    assert!(
+        stdout.contains("sent 900, acked 900"),
+        "the summary follows: {stdout}"
+    );
+}

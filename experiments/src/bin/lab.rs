@@ -1,6 +1,10 @@
 //! `lab`: the telemetry lab's front door. Run with `cargo lab --help`.
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use experiments::up::config::UpArgs;
 
 /// The telemetry lab: run both pipelines side by side and compare them.
 #[derive(Debug, Parser)]
@@ -13,14 +17,76 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start Redis, both systems, agents and the dashboard, and show them live side by side.
-    Up,
+    ///
+    /// Every service is a child process of this one, with its log in a temporary folder. The live view
+    /// shows, each second and for each system: achieved vs intended metrics/s, ack latency (until the
+    /// system said "got it": System 1's `202`, System 2's `metric.ack`), end-to-end latency (until the
+    /// dashboard received the update) and loss. Ctrl-C, or the end of `--for`, stops everything and
+    /// prints a summary.
+    ///
+    /// Examples:
+    ///   cargo lab up
+    ///   cargo lab up --for 30s --rate 2000 --protocol http2 --json run.json
+    ///   cargo lab up --base-port 5000          # 5000-5003 for System 1, 5100 for System 2
+    #[command(verbatim_doc_comment)]
+    Up(UpArgs),
+    /// Run one of the lab's programs (`lab up` starts its children this way). The program exits
+    /// when its stdin closes, so that it never outlives the supervisor.
+    #[command(hide = true)]
+    Child {
+        /// Which program.
+        program: Program,
+        /// Its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+/// The lab's programs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Program {
+    System1,
+    System2,
+    Agents,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up => anyhow::bail!(
-            "`lab up` is not built yet (issue #6). Until then, `cargo test --workspace` runs what exists."
-        ),
+        Command::Up(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            match runtime.block_on(experiments::up::up(args)) {
+                Ok(code) => Ok(code),
+                // A mistake of the user's (a busy port, say) is a message, not a crash with a trace.
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Child { program, args } => {
+            watch_supervisor();
+            let name = program
+                .to_possible_value()
+                .map_or("lab".to_string(), |v| v.get_name().to_string());
+            let args = std::iter::once(OsString::from(name)).chain(args);
+            match program {
+                Program::System1 => system1_http::cli::main(args)?,
+                Program::System2 => system2_ws::cli::main(args)?,
+                Program::Agents => agents::cli::main(args)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// When stdin closes (the supervisor is gone, even if it was SIGKILLed and could not stop us),
+/// stop as if SIGTERM had come: gracefully.
+fn watch_supervisor() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+    });
 }

@@ -1,0 +1,554 @@
+//! `lab up`: one supervisor, its children, and the live view.
+//!
+//! The order of things, and why:
+//! 1. Decide on Redis and check every port *before* starting anything, so that a mistake costs
+//!    nothing and is named precisely (the port, and the flag that moves it).
+//! 2. Start the services (Redis, System 1, System 2) and wait until each answers its health
+//!    endpoint; only then start the agents, so that start-up is not measured as latency.
+//! 3. Each second, read the agents' `--live-json` lines and redraw the view; watch every child.
+//! 4. At the end (`--for`, Ctrl-C, or a child that died) stop the agents first, so that they write
+//!    their reports, then System 1, System 2 and Redis; print the summary; remove the temporary
+//!    folder.
+
+pub mod child;
+pub mod config;
+pub mod ready;
+pub mod redis;
+pub mod view;
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agents::report::Report;
+use anyhow::Context;
+
+use self::child::{Child, STOP_GRACE, Spec, describe};
+use self::config::{HttpProtocol, OnExit, Port, Ports, UpArgs};
+use self::ready::{Probe, wait_ready};
+use self::view::{Column, Screen};
+
+/// How many times `--on-child-exit restart` starts one service again before giving up.
+const MAX_RESTARTS: u32 = 5;
+
+/// How a lab run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// `--for` was over and the agents finished.
+    Finished,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// Something failed: a child died, or a service did not start.
+    Failed(String),
+}
+
+/// A service the supervisor keeps running, with how to tell it is ready.
+struct Service {
+    child: Child,
+    probes: Vec<Probe>,
+    restarts: u32,
+}
+
+/// The supervisor's state: its children and its screen.
+struct Lab {
+    args: UpArgs,
+    ports: Ports,
+    screen: Screen,
+    logs: PathBuf,
+    temp: PathBuf,
+    /// Started in this order; stopped in reverse, after the agents.
+    services: Vec<Service>,
+    /// The agents of System 1 and of System 2.
+    agents: [Option<Child>; 2],
+    /// Why System 1 is not running, when it is not.
+    without_system1: Option<String>,
+}
+
+/// Runs `lab up` to its end. The result is the process's exit code.
+pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
+    let ports = args.ports();
+    // 1. Redis, and the ports: nothing is started yet.
+    let redis = choose_redis(&args);
+    check_ports(&args, &ports, redis.as_ref().ok())?;
+
+    let temp = tempfile::Builder::new()
+        .prefix("telemetry-lab-")
+        .tempdir()
+        .context("cannot create a temporary folder")?;
+    let logs = match &args.logs {
+        Some(dir) => dir.clone(),
+        None => temp.path().join("logs"),
+    };
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let mut lab = Lab {
+        args: args.clone(),
+        ports,
+        screen: Screen::default(),
+        logs,
+        temp: temp.path().to_path_buf(),
+        services: Vec::new(),
+        agents: [None, None],
+        without_system1: None,
+    };
+    lab.screen.say(&format!(
+        "telemetry lab: starting (logs in {})",
+        lab.logs.display()
+    ));
+
+    // 2 and 3, until something ends the run; Ctrl-C is heard from the very start.
+    let mut signal = std::pin::pin!(stop_signal());
+    let ending = tokio::select! {
+        ending = lab.run(redis) => ending,
+        () = &mut signal => Ending::Interrupted,
+    };
+    // 4. Whatever happened, every child is stopped.
+    lab.screen.keep();
+    match &ending {
+        Ending::Finished => lab.screen.say("\nThe run is over: stopping."),
+        Ending::Interrupted => lab
+            .screen
+            .say("\nInterrupted: stopping (the summary covers the time run)."),
+        Ending::Failed(why) => lab.screen.say(&format!("\n{why}\nStopping everything.")),
+    }
+    lab.stop_all().await;
+    let reports = lab.reports();
+    let system1 = match (&reports[0], &lab.without_system1) {
+        (Some(report), _) => Ok(report),
+        (None, Some(_)) => Err("did not run: no Redis"),
+        (None, None) => Err("no report"),
+    };
+    let name1 = lab.system1_name();
+    if reports.iter().any(Option::is_some) {
+        lab.screen.say(&format!(
+            "\nSummary (the agents' view; latencies count from each metric's due time):\n{}",
+            view::summary([
+                (&name1, system1),
+                (
+                    "System 2: WebSocket, in memory",
+                    reports[1].as_ref().ok_or("no report"),
+                ),
+            ])
+        ));
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "system1": reports[0], "system2": reports[1] });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        lab.screen.say(&format!("Wrote {}", path.display()));
+    }
+    let temp_path = temp.path().display().to_string();
+    temp.close()
+        .with_context(|| format!("cannot remove {temp_path}"))?;
+    lab.screen.say(&format!(
+        "Every child has stopped; removed {temp_path}{}.",
+        args.logs
+            .as_ref()
+            .map_or(String::new(), |d| format!(" (logs kept in {})", d.display()))
+    ));
+    Ok(match ending {
+        Ending::Failed(_) => std::process::ExitCode::FAILURE,
+        _ => std::process::ExitCode::SUCCESS,
+    })
+}
+
+/// Redis for System 1: a URL, or a private server to start; or why there is none.
+enum Redis {
+    Url(String),
+    Private(PathBuf),
+}
+
+fn choose_redis(args: &UpArgs) -> Result<Redis, String> {
+    if let Some(url) = &args.redis_url {
+        return Ok(Redis::Url(url.clone()));
+    }
+    match redis::find_redis_server() {
+        Some(program) => Ok(Redis::Private(program)),
+        None => Err(redis::INSTALL_REDIS.to_string()),
+    }
+}
+
+/// Fails, naming the port and the flag that moves it, if a port the lab needs is taken.
+fn check_ports(args: &UpArgs, ports: &Ports, redis: Option<&Redis>) -> anyhow::Result<()> {
+    let mut needed: Vec<Port> = Vec::new();
+    if redis.is_some() {
+        needed.extend(&ports.all()[..4]);
+    }
+    needed.push(ports.system2);
+    if matches!(redis, Some(Redis::Private(_))) && args.redis_port != 0 {
+        needed.push(Port {
+            number: args.redis_port,
+            what: "the private Redis",
+            flag: "--redis-port",
+        });
+    }
+    for (i, a) in needed.iter().enumerate() {
+        if let Some(b) = needed[..i].iter().find(|b| b.number == a.number) {
+            anyhow::bail!(
+                "port {} is given to both {} ({}) and {} ({}); change one of them",
+                a.number,
+                b.what,
+                b.flag,
+                a.what,
+                a.flag
+            );
+        }
+    }
+    for port in &needed {
+        if let Err(e) = std::net::TcpListener::bind((args.host, port.number)) {
+            anyhow::bail!(
+                "port {} ({}) is not available on {}: {e}. Choose another with {} (or move every port \
+                 with --base-port); nothing was started",
+                port.number,
+                port.what,
+                args.host,
+                port.flag
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Lab {
+    fn system1_name(&self) -> String {
+        let via = match self.args.protocol {
+            HttpProtocol::Http1 => "HTTP/1.1",
+            HttpProtocol::Http2 => "HTTP/2",
+        };
+        format!("System 1: {via} → Redis → workers")
+    }
+
+    /// Where the services are reached from here.
+    fn address(&self, port: u16) -> SocketAddr {
+        let ip = if self.args.host.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            self.args.host
+        };
+        SocketAddr::new(ip, port)
+    }
+
+    fn report_path(&self, system: usize) -> PathBuf {
+        self.temp.join(format!("system{}-agents.json", system + 1))
+    }
+
+    /// Starts everything, then watches until the run ends.
+    async fn run(&mut self, redis: Result<Redis, String>) -> Ending {
+        if let Err(e) = self.start(redis).await {
+            return Ending::Failed(format!("{e:#}"));
+        }
+        self.watch().await
+    }
+
+    async fn start(&mut self, redis: Result<Redis, String>) -> anyhow::Result<()> {
+        let host = self.args.host.to_string();
+        let ports = self.ports;
+        let redis_url = match redis {
+            Ok(Redis::Url(url)) => Some(url),
+            Ok(Redis::Private(program)) => {
+                let port = match self.args.redis_port {
+                    0 => lab_free_port()?,
+                    port => port,
+                };
+                let dir = self.temp.join("redis");
+                std::fs::create_dir_all(&dir)?;
+                let spec = redis::private(program, port, &dir);
+                let probe = Probe::RedisPing(SocketAddr::from(([127, 0, 0, 1], port)));
+                self.start_service(spec, vec![probe]).await?;
+                Some(format!("redis://127.0.0.1:{port}"))
+            }
+            Err(why) => {
+                self.screen.say(&why);
+                self.without_system1 = Some("not running: no Redis".to_string());
+                None
+            }
+        };
+        if let Some(url) = &redis_url {
+            let args = strings(&[
+                "--redis-url",
+                url,
+                "--log-format",
+                "json",
+                "all",
+                "--host",
+                &host,
+                "--http-port",
+                &ports.http.number.to_string(),
+                "--http2-port",
+                &ports.http2.number.to_string(),
+                "--ws-host",
+                &host,
+                "--ws-port",
+                &ports.ws.number.to_string(),
+                "--ops-host",
+                &host,
+                "--ops-port",
+                &ports.ops.number.to_string(),
+                "--workers",
+                "2",
+            ]);
+            let probes = vec![
+                Probe::Http(self.address(ports.http.number), "/healthz"),
+                Probe::Http(self.address(ports.http2.number), "/healthz"),
+                Probe::Http(self.address(ports.ws.number), "/api/health"),
+                Probe::Http(self.address(ports.ops.number), "/healthz"),
+            ];
+            self.start_service(Spec::lab("system1", "system1", args)?, probes)
+                .await?;
+        }
+        let args = strings(&[
+            "--log-format",
+            "json",
+            "--host",
+            &host,
+            "--port",
+            &ports.system2.number.to_string(),
+        ]);
+        let probes = vec![Probe::Http(self.address(ports.system2.number), "/api/health")];
+        self.start_service(Spec::lab("system2", "system2", args)?, probes)
+            .await?;
+
+        let system2 = self.address(ports.system2.number);
+        self.screen.say(&format!(
+            "dashboard: not built yet (the dashboard crate serves no page). Dashboards can subscribe at \
+             ws://{system2}/ (System 2){}.",
+            if redis_url.is_some() {
+                format!(" and ws://{}/ (System 1)", self.address(ports.ws.number))
+            } else {
+                String::new()
+            }
+        ));
+
+        // The agents, last: one process per system.
+        if redis_url.is_some() {
+            let (port, protocol) = match self.args.protocol {
+                HttpProtocol::Http1 => (ports.http.number, "http1"),
+                HttpProtocol::Http2 => (ports.http2.number, "http2"),
+            };
+            let mut args = strings(&[
+                "--target",
+                &format!("http://{}", self.address(port)),
+                "--protocol",
+                protocol,
+                "--dashboard",
+                &format!("ws://{}", self.address(ports.ws.number)),
+                "--json",
+                &self.report_path(0).display().to_string(),
+            ]);
+            args.extend(self.args.agents_args());
+            self.agents[0] = Some(self.start_agents("agents-system1", args)?);
+        }
+        let mut args = strings(&[
+            "--target",
+            &format!("ws://{system2}"),
+            "--dashboard",
+            &format!("ws://{system2}"),
+            "--json",
+            &self.report_path(1).display().to_string(),
+        ]);
+        args.extend(self.args.agents_args());
+        self.agents[1] = Some(self.start_agents("agents-system2", args)?);
+        Ok(())
+    }
+
+    async fn start_service(&mut self, spec: Spec, probes: Vec<Probe>) -> anyhow::Result<()> {
+        let child = Child::spawn(spec, &self.logs)?;
+        self.screen.say(&format!(
+            "started {} (pid {}); waiting until it is ready",
+            child.spec.name, child.pid
+        ));
+        let started = Instant::now();
+        // Kept from the start, so that it is stopped (and said to be) even if it never gets ready.
+        self.services.push(Service {
+            child,
+            probes,
+            restarts: 0,
+        });
+        let service = self.services.last_mut().expect("just pushed");
+        for probe in &service.probes {
+            wait_ready(&mut service.child, probe, self.args.ready_timeout).await?;
+        }
+        self.screen.say(&format!(
+            "{} is ready ({:.1} s)",
+            service.child.spec.name,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    fn start_agents(&mut self, name: &str, args: Vec<OsString>) -> anyhow::Result<Child> {
+        let mut spec = Spec::lab(name, "agents", args)?;
+        spec.live = true;
+        let child = Child::spawn(spec, &self.logs)?;
+        self.screen.say(&format!("started {name} (pid {})", child.pid));
+        Ok(child)
+    }
+
+    /// Each second: redraw the view; at every tick: look after the children.
+    async fn watch(&mut self) -> Ending {
+        let heading = format!(
+            "telemetry lab · each system: {} metrics/s from {} agents, batch {}",
+            self.args.rate, self.args.agents, self.args.batch
+        );
+        self.screen.say("");
+        let started = Instant::now();
+        let mut drawn_secs = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            if let Some(ending) = self.look_after_services().await {
+                return ending;
+            }
+            let mut finished = 0;
+            for agents in &mut self.agents {
+                let Some(agents) = agents else {
+                    finished += 1;
+                    continue;
+                };
+                if let Some(status) = agents.exited() {
+                    if status.success() && self.args.run_for.is_some() {
+                        finished += 1;
+                    } else {
+                        return Ending::Failed(format!(
+                            "{} (pid {}) exited ({}) before the run was over. The end of its log ({}):\n{}",
+                            agents.spec.name,
+                            agents.pid,
+                            describe(status),
+                            agents.log.display(),
+                            agents.tail(15)
+                        ));
+                    }
+                }
+            }
+            if finished == 2 {
+                return Ending::Finished;
+            }
+            let secs = started.elapsed().as_secs();
+            if secs > drawn_secs {
+                drawn_secs = secs;
+                let columns = self.columns();
+                let name1 = self.system1_name();
+                self.screen.live(
+                    secs,
+                    &heading,
+                    [
+                        (&name1, &columns[0]),
+                        ("System 2: WebSocket, in memory", &columns[1]),
+                    ],
+                );
+            }
+        }
+    }
+
+    fn columns(&self) -> [Column; 2] {
+        let column = |i: usize| match &self.agents[i] {
+            Some(child) => Column::Live(child.live.as_ref().and_then(|rx| rx.borrow().clone()).map(Box::new)),
+            None => Column::Absent(
+                self.without_system1
+                    .clone()
+                    .unwrap_or_else(|| "not running".to_string()),
+            ),
+        };
+        [column(0), column(1)]
+    }
+
+    /// A service that died: restart it (`--on-child-exit restart`) or end the run.
+    async fn look_after_services(&mut self) -> Option<Ending> {
+        for i in 0..self.services.len() {
+            let Some(status) = self.services[i].child.exited() else {
+                continue;
+            };
+            let service = &self.services[i];
+            let what = format!(
+                "{} (pid {}) exited ({}). The end of its log ({}):\n{}",
+                service.child.spec.name,
+                service.child.pid,
+                describe(status),
+                service.child.log.display(),
+                service.child.tail(15)
+            );
+            if self.args.on_child_exit == OnExit::Stop || service.restarts >= MAX_RESTARTS {
+                return Some(Ending::Failed(what));
+            }
+            let restarts = service.restarts + 1;
+            self.screen.say(&format!(
+                "{what}\nstarting {} again (restart {restarts} of {MAX_RESTARTS})",
+                service.child.spec.name
+            ));
+            let spec = service.child.spec.clone();
+            let probes = service.probes.clone();
+            let mut child = match Child::spawn(spec, &self.logs) {
+                Ok(child) => child,
+                Err(e) => return Some(Ending::Failed(format!("{e:#}"))),
+            };
+            for probe in &probes {
+                if let Err(e) = wait_ready(&mut child, probe, self.args.ready_timeout).await {
+                    self.services[i].child = child;
+                    return Some(Ending::Failed(format!("{e:#}")));
+                }
+            }
+            self.screen
+                .say(&format!("{} is ready again (pid {})", child.spec.name, child.pid));
+            self.services[i] = Service {
+                child,
+                probes,
+                restarts,
+            };
+        }
+        None
+    }
+
+    /// Stops the agents (so that they write their reports), then the services in reverse order.
+    async fn stop_all(&mut self) {
+        let mut agents: Vec<&mut Child> = self.agents.iter_mut().flatten().collect();
+        let stops = agents.iter_mut().map(|a| a.stop(STOP_GRACE));
+        let outcomes = futures_util::future::join_all(stops).await;
+        for (agents, how) in self.agents.iter().flatten().zip(outcomes) {
+            self.screen
+                .say(&format!("{} (pid {}): {how}", agents.spec.name, agents.pid));
+        }
+        for service in self.services.iter_mut().rev() {
+            let how = service.child.stop(STOP_GRACE).await;
+            self.screen.say(&format!(
+                "{} (pid {}): {how}",
+                service.child.spec.name, service.child.pid
+            ));
+        }
+    }
+
+    /// The agents' reports, as they wrote them.
+    fn reports(&self) -> [Option<Report>; 2] {
+        let read = |i: usize| -> Option<Report> {
+            let text = std::fs::read_to_string(self.report_path(i)).ok()?;
+            serde_json::from_str(&text).ok()
+        };
+        [read(0), read(1)]
+    }
+}
+
+/// Ctrl-C, SIGTERM, or SIGHUP (the terminal was closed): each stops the lab the same, graceful way.
+async fn stop_signal() {
+    let hangup = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                hangup.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = lab_core::signal::shutdown() => {}
+        () = hangup => {}
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+/// A port that is free now, for the private Redis.
+fn lab_free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
