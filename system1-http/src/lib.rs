@@ -8,9 +8,9 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`config`] | flags and environment variables (the original's names) |
-//! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it |
+//! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it; the stream's cap; optional TLS ([`api::tls`]) |
 //! | [`worker`] | consumer-group workers: windows rebuilt from Redis, snapshots, `metric.processed`, XACK |
-//! | [`worker_ops`] | the workers' ops port: the consumer group's length, pending, lag, consumers |
+//! | [`worker_ops`] | the workers' ops port: the consumer group's length, pending, lag, consumers, what trimming dropped |
 //! | [`broadcaster`] | pub/sub → dashboards over WebSocket, with System 2's slow-dashboard policy |
 
 pub mod api;
