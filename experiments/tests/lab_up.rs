@@ -323,3 +323,30 @@ fn with_restart_a_dead_child_is_started_again_and_sigterm_stops_the_lab() {
     assert_gone(new_pid);
     assert_nothing_left(tmp.path());
 }
+
+#[test]
+fn a_service_that_cannot_start_is_named_with_the_end_of_its_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nobody = free_port().unwrap();
+    let output = lab_up(tmp.path())
+        .args([
+            "--redis-url",
+            &format!("redis://127.0.0.1:{nobody}"),
+            "--for",
+            "3s",
+        ])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert!(
+        all.contains("system1 exited while starting (exit code 1)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("cannot connect to Redis"),
+        "the log's tail is shown: {all}"
+    );
+    assert!(!all.contains("started agents"), "{all}");
+    assert_nothing_left(tmp.path());
+}

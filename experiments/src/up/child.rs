@@ -87,6 +87,8 @@ impl Child {
         command
             .args(&spec.args)
             .stdin(Stdio::piped())
+            // A child's error is read in its log's last lines: the message, not a backtrace.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(true);

@@ -200,6 +200,10 @@ impl UpArgs {
             self.batch.to_string(),
             "--duration".into(),
             duration,
+            // Waited for only while updates are still missing, so it costs nothing when none are;
+            // generous, so that a machine busy with other work does not count late updates as lost.
+            "--cooldown".into(),
+            "5s".into(),
             "--live-json".into(),
             "--quiet".into(),
             "--log-format".into(),

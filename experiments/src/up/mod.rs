@@ -442,7 +442,13 @@ impl Lab {
 
     fn columns(&self) -> [Column; 2] {
         let column = |i: usize| match &self.agents[i] {
-            Some(child) => Column::Live(child.live.as_ref().and_then(|rx| rx.borrow().clone()).map(Box::new)),
+            Some(child) => Column::Live(
+                child
+                    .live
+                    .as_ref()
+                    .and_then(|rx| rx.borrow().clone())
+                    .map(Box::new),
+            ),
             None => Column::Absent(
                 self.without_system1
                     .clone()
