@@ -60,7 +60,11 @@ async fn start_api(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let api = IngestApi::bind(args, redis).await?;
-    tracing::info!(addresses = ?api.local_addrs(), "System 1 API listening (HTTP/1.1 and HTTP/2 on both ports)");
+    if args.tls() {
+        tracing::info!(addresses = ?api.local_addrs(), "System 1 API listening over TLS (h2 and http/1.1 by ALPN on both ports)");
+    } else {
+        tracing::info!(addresses = ?api.local_addrs(), "System 1 API listening (HTTP/1.1 and cleartext HTTP/2 on both ports)");
+    }
     let stop = stop.clone();
     roles.spawn(api.run(async move { stop.cancelled().await }));
     Ok(())

@@ -7,6 +7,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
+//! | [`cli`] | what the `system1` binary does, callable by `lab up` too |
 //! | [`config`] | flags and environment variables (the original's names) |
 //! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it; the stream's cap; optional TLS ([`api::tls`]) |
 //! | [`worker`] | consumer-group workers: windows rebuilt from Redis, snapshots, `metric.processed`, XACK |
