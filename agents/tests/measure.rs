@@ -257,8 +257,10 @@ async fn ack_latency_matches_a_known_delay() {
     .await;
     let p = &r.ack_latency_ms;
     assert_eq!(p.count, 200);
-    assert!(ms(p.p50) >= 25.0 && ms(p.p50) < 40.0, "p50 {:?}", p.p50);
-    assert!(ms(p.max) < 100.0, "max {:?}", p.max);
+    // Never less than the delay; the upper bounds only catch latency counted from the wrong start
+    // (which reads as seconds), with room for a busy machine.
+    assert!(ms(p.p50) >= 25.0 && ms(p.p50) < 75.0, "p50 {:?}", p.p50);
+    assert!(ms(p.max) < 500.0, "max {:?}", p.max);
 }
 
 #[tokio::test]
@@ -275,7 +277,7 @@ async fn a_stall_shows_up_as_latency_over_websocket() {
     .await;
     let p = &r.ack_latency_ms;
     assert_eq!(p.count, 2000, "every metric measured");
-    assert!(ms(p.p50) < 50.0, "most metrics were not stalled: {p:?}");
+    assert!(ms(p.p50) < 100.0, "most metrics were not stalled: {p:?}");
     assert!(
         ms(p.p90) > 100.0 && ms(p.max) > 400.0,
         "the stall is in the tail: {p:?}"
@@ -453,7 +455,9 @@ async fn against_system_2_nothing_is_lost_and_end_to_end_is_measured() {
     assert_eq!((r.sent, r.acked, r.delivered), (2000, 2000, 2000));
     assert_eq!((r.lost, r.duplicates), (Some(0), Some(0)));
     assert_eq!(r.e2e_latency_ms.count, 2000);
-    assert!(ms(r.e2e_latency_ms.p50) < 50.0, "{:?}", r.e2e_latency_ms);
+    // Measured, not bounded: how fast is for benchmarks (a busy CI machine is slow), what was
+    // measured is for tests.
+    assert!(ms(r.e2e_latency_ms.p50) > 0.0, "{:?}", r.e2e_latency_ms);
     let batched = run(&[
         "--target",
         &url,
