@@ -307,9 +307,9 @@ fn live_json_prints_each_seconds_figures() {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
-    assert!(live.len() >= 3, "{stdout}");
-    let full: Vec<_> = live.iter().filter(|s| s.second.intended > 0).collect();
-    assert!(full.len() >= 2, "{stdout}");
+    // A line per whole second of the run (the last one may end with the run, before its tick).
+    assert!(live.len() >= 2, "{stdout}");
+    assert!(live.iter().all(|s| s.second.intended == 300), "{stdout}");
     for (t, s) in live.iter().enumerate() {
         assert_eq!(s.second.t, t as u64, "the lines are in order, one per second");
         assert_eq!(s.overdue, None, "no dashboard, so no loss is known: {s:?}");
