@@ -39,10 +39,7 @@ use lab_core::aggregate::{Added, ServerWindows, WindowSpec, WindowSummaries};
 use lab_core::wire::system1::{self, Event, Processed};
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
-};
-use redis::{AsyncCommands, AsyncConnectionConfig};
+use redis::{AsyncCommands, AsyncConnectionConfig, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RedisArgs, WorkerArgs};
@@ -93,7 +90,7 @@ const CACHE_MAX_SERVERS: usize = 10_000;
 struct Cached {
     windows: ServerWindows,
     /// Identities of the samples in `windows`.
-    known: HashSet<String>,
+    known: HashSet<Identity>,
     /// The sample-set version this view matches.
     version: i64,
 }
@@ -271,19 +268,12 @@ impl Worker {
 
     async fn step(&mut self) -> anyhow::Result<Outcome> {
         if self.resume_pending {
-            let options = StreamReadOptions::default()
-                .group(&self.group, &self.name)
-                .count(self.batch_size);
-            let reply: Option<StreamReadReply> = self
-                .reader
-                .xread_options(&[&self.stream], &["0"], &options)
+            let reply: Value = self
+                .read_group("0", None)
+                .query_async(&mut self.reader)
                 .await
                 .context("XREADGROUP 0 failed")?;
-            let own: Vec<StreamId> = reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect();
+            let own = read_reply_entries(&reply)?;
             if own.is_empty() {
                 self.resume_pending = false;
             } else {
@@ -293,27 +283,27 @@ impl Worker {
         }
         // Looking for a dead consumer's entries costs a command: do it a few times per idle period only.
         let claim_every = Duration::from_millis(self.claim_idle_ms / 4);
-        let claimed = if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
+        let claim_reply = if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
             self.last_claim = Some(std::time::Instant::now());
-            let options = StreamAutoClaimOptions::default().count(self.batch_size);
-            self.reader
-                .xautoclaim_options(
-                    &self.stream,
-                    &self.group,
-                    &self.name,
-                    self.claim_idle_ms,
-                    "0-0",
-                    options,
-                )
+            redis::cmd("XAUTOCLAIM")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .arg(&self.name)
+                .arg(self.claim_idle_ms)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(self.batch_size)
+                .query_async(&mut self.reader)
                 .await
                 .context("XAUTOCLAIM failed")?
         } else {
-            StreamAutoClaimReply::default()
+            Value::Nil
         };
+        let (claimed, deleted) = autoclaim_reply_entries(&claim_reply)?;
         // Pending entries the stream no longer has (trimmed before their consumer acked them): Redis
         // 7 lists them apart and drops them from the pending list itself. Nothing is left to process:
         // count them as lost, group-wide.
-        let trimmed = claimed.deleted_ids.len();
+        let trimmed = deleted;
         if trimmed > 0 {
             tracing::warn!(worker = %self.name, trimmed, "pending entries were trimmed from the stream before they were processed: lost");
             let _: i64 = self
@@ -326,26 +316,18 @@ impl Worker {
                 .await
                 .context("counting trimmed entries failed")?;
         }
-        let (entries, claimed) = if claimed.claimed.is_empty() {
-            let options = StreamReadOptions::default()
-                .group(&self.group, &self.name)
-                .count(self.batch_size)
-                .block(self.block_ms);
-            let reply: Option<StreamReadReply> = self
-                .reader
-                .xread_options(&[&self.stream], &[">"], &options)
+        let read_reply: Value;
+        let (entries, claimed) = if claimed.is_empty() {
+            read_reply = self
+                .read_group(">", Some(self.block_ms))
+                .query_async(&mut self.reader)
                 .await
                 .context("XREADGROUP failed")?;
-            let entries: Vec<StreamId> = reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .collect();
-            (entries, 0)
+            (read_reply_entries(&read_reply)?, 0)
         } else {
-            let n = claimed.claimed.len();
+            let n = claimed.len();
             tracing::info!(worker = %self.name, claimed = n, "claimed entries left pending by another consumer");
-            (claimed.claimed, n)
+            (claimed, n)
         };
         if entries.is_empty() {
             return Ok(if trimmed > 0 {
@@ -373,14 +355,29 @@ impl Worker {
         Ok(outcome)
     }
 
+    /// `XREADGROUP GROUP <group> <name> COUNT <batch> [BLOCK <ms>] STREAMS <stream> <from>`: read as a
+    /// raw [`Value`] and walked by [`read_reply_entries`], borrowing.
+    fn read_group(&self, from: &str, block_ms: Option<usize>) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(self.batch_size);
+        if let Some(ms) = block_ms {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(from);
+        cmd
+    }
+
     /// Aggregates, stores, announces and acks `entries`.
     ///
     /// An entry without fields is one this consumer read before and that was trimmed from the stream
     /// since (`XREADGROUP … 0` returns its id with no data): it is acked, so that it stops blocking the
     /// consumer's pending list, and counted as lost.
-    async fn process(&mut self, entries: &[StreamId]) -> anyhow::Result<Outcome> {
-        let (gone, entries): (Vec<&StreamId>, Vec<&StreamId>) =
-            entries.iter().partition(|e| e.map.is_empty());
+    async fn process(&mut self, entries: &[Entry<'_>]) -> anyhow::Result<Outcome> {
+        let (gone, entries): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| e.fields.is_empty());
         let trimmed = gone.len();
         if trimmed > 0 {
             tracing::warn!(worker = %self.name, trimmed, "entries read before were trimmed from the stream before they were processed: lost");
@@ -390,17 +387,17 @@ impl Worker {
         let mut by_server: Vec<(String, Vec<(&str, Metric)>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for entry in &entries {
-            let fields = entry.map.iter().filter_map(|(k, v)| match v {
-                redis::Value::BulkString(b) => Some((k.as_str(), b.as_slice())),
-                _ => None,
-            });
-            match system1::from_stream_fields(fields) {
+            match system1::from_stream_fields(entry.field_pairs()) {
                 Ok(metric) => {
-                    let i = *index.entry(metric.server_id.clone()).or_insert_with(|| {
-                        by_server.push((metric.server_id.clone(), Vec::new()));
-                        by_server.len() - 1
-                    });
-                    by_server[i].1.push((entry.id.as_str(), metric));
+                    let i = match index.get(&metric.server_id) {
+                        Some(&i) => i,
+                        None => {
+                            index.insert(metric.server_id.clone(), by_server.len());
+                            by_server.push((metric.server_id.clone(), Vec::new()));
+                            by_server.len() - 1
+                        }
+                    };
+                    by_server[i].1.push((entry.id, metric));
                 }
                 Err(e) => {
                     unreadable += 1;
@@ -439,8 +436,12 @@ impl Worker {
             let mut new_members: Vec<(f64, String)> = Vec::new();
             let mut last: Option<(&str, &Metric, WindowSummaries)> = None;
             for (id, metric) in metrics {
-                let identity = identity(metric, id);
-                if !known.insert(identity.clone()) {
+                let Some(identity) = Identity::of(metric, id) else {
+                    unreadable += 1;
+                    tracing::warn!(entry = %id, "stream entry id is not <ms>-<seq>: acking it so it is not retried forever");
+                    continue;
+                };
+                if !known.insert(identity) {
                     duplicates += 1;
                     continue;
                 }
@@ -504,7 +505,7 @@ impl Worker {
                 writes.hset_multiple(latest_key(server), &fields).ignore();
             }
         }
-        let ids: Vec<&str> = entries.iter().chain(&gone).map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = entries.iter().chain(&gone).map(|e| e.id).collect();
         writes.xack(&self.stream, &self.group, &ids).ignore();
         if trimmed > 0 {
             writes
@@ -565,7 +566,7 @@ impl Worker {
                 .await?;
             for (member, score) in &newer {
                 if let Some((identity, readings)) = decode_member(member)
-                    && cached.known.insert(identity.to_owned())
+                    && cached.known.insert(identity)
                 {
                     cached.windows.add(*score, &readings);
                 }
@@ -581,7 +582,7 @@ impl Worker {
         for (member, score) in &samples {
             if let Some((identity, readings)) = decode_member(member) {
                 windows.add(*score, &readings);
-                known.insert(identity.to_owned());
+                known.insert(identity);
             }
         }
         self.cache.insert(
@@ -643,24 +644,70 @@ impl Worker {
 /// A metric's identity in the samples (the set is per server already): its `seq` and `timestamp` when it
 /// has a `seq`, so that a re-sent metric is recognised even under a new entry id, while an agent that
 /// restarted and counts from 0 again is not mistaken for a re-sender (its seq 5 has another
-/// timestamp); else its entry id.
-fn identity(metric: &Metric, entry_id: &str) -> String {
-    match metric.seq {
-        Some(seq) => format!("s{seq}@{}", metric.timestamp),
-        None => format!("e{entry_id}"),
+/// timestamp); else its entry id. Kept as numbers (no string per metric); written into the sorted-set
+/// members as `s<seq>@<timestamp>` or `e<entry id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Identity {
+    /// `seq` and the bits of the `f64` timestamp (the same number always has the same bits).
+    Seq { seq: u64, timestamp: u64 },
+    /// A stream entry id `<ms>-<seq>`.
+    Entry { ms: u64, seq: u64 },
+}
+
+impl Identity {
+    /// The identity of `metric`, read from the stream as entry `entry_id`; `None` if it has no `seq`
+    /// and the id is not a stream id.
+    fn of(metric: &Metric, entry_id: &str) -> Option<Identity> {
+        match metric.seq {
+            Some(seq) => Some(Identity::Seq {
+                seq,
+                timestamp: metric.timestamp.to_bits(),
+            }),
+            None => Identity::entry(entry_id),
+        }
+    }
+
+    fn entry(id: &str) -> Option<Identity> {
+        let (ms, seq) = id.split_once('-')?;
+        Some(Identity::Entry {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    /// Reads the identity part of a sorted-set member back.
+    fn parse(text: &str) -> Option<Identity> {
+        if let Some(rest) = text.strip_prefix('s') {
+            let (seq, timestamp) = rest.split_once('@')?;
+            Some(Identity::Seq {
+                seq: seq.parse().ok()?,
+                timestamp: timestamp.parse::<f64>().ok()?.to_bits(),
+            })
+        } else {
+            Identity::entry(text.strip_prefix('e')?)
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Seq { seq, timestamp } => write!(f, "s{seq}@{}", f64::from_bits(*timestamp)),
+            Identity::Entry { ms, seq } => write!(f, "e{ms}-{seq}"),
+        }
     }
 }
 
 /// A sample as a sorted-set member: identity and the five aggregated values.
-fn encode_member(identity: &str, metric: &Metric) -> String {
+fn encode_member(identity: &Identity, metric: &Metric) -> String {
     let r = &metric.metrics;
     let (rx, tx) = r.network.map_or((0.0, 0.0), |n| (n.rx, n.tx));
     format!("{identity}|{}|{}|{}|{rx}|{tx}", r.cpu, r.memory, r.disk)
 }
 
-fn decode_member(member: &str) -> Option<(&str, lab_core::Readings)> {
+fn decode_member(member: &str) -> Option<(Identity, lab_core::Readings)> {
     let mut parts = member.split('|');
-    let identity = parts.next()?;
+    let identity = Identity::parse(parts.next()?)?;
     let mut next = || parts.next()?.parse::<f64>().ok();
     let (cpu, memory, disk, rx, tx) = (next()?, next()?, next()?, next()?, next()?);
     Some((
@@ -673,6 +720,94 @@ fn decode_member(member: &str) -> Option<(&str, lab_core::Readings)> {
             extra: vec![],
         },
     ))
+}
+
+/// One stream entry as Redis sent it, borrowed from the reply: no map and no copies per entry (the
+/// typed `StreamReadReply` of redis-rs builds a `HashMap<String, Value>` for each).
+struct Entry<'a> {
+    /// The entry id, `<ms>-<seq>`.
+    id: &'a str,
+    /// Field names and values, alternating; empty when the entry was trimmed since it was read.
+    fields: &'a [Value],
+}
+
+impl<'a> Entry<'a> {
+    /// The fields whose name and value are strings, as `(name, value)`.
+    fn field_pairs(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a> {
+        self.fields.chunks_exact(2).filter_map(|pair| match pair {
+            [Value::BulkString(name), Value::BulkString(value)] => {
+                Some((std::str::from_utf8(name).ok()?, value.as_slice()))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// What an unexpected reply shape is called in errors.
+fn bad_reply(what: &str) -> anyhow::Error {
+    anyhow::anyhow!("unexpected {what} reply from Redis")
+}
+
+fn as_str(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// A list of entries `[[id, [field, value, …] | nil], …]`, as XREADGROUP and XAUTOCLAIM send them.
+fn entry_list(value: &Value) -> anyhow::Result<Vec<Entry<'_>>> {
+    let Value::Array(items) = value else {
+        return Err(bad_reply("stream entries"));
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::Array(pair) if pair.len() == 2 => Ok(Entry {
+                id: as_str(&pair[0]).ok_or_else(|| bad_reply("stream entry id"))?,
+                fields: match &pair[1] {
+                    Value::Array(fields) => fields,
+                    _ => &[],
+                },
+            }),
+            _ => Err(bad_reply("stream entry")),
+        })
+        .collect()
+}
+
+/// The entries of an `XREADGROUP` reply for one stream: `nil` (nothing within the block time), or
+/// `[[stream, entries]]` (RESP2), or `{stream: entries}` (RESP3).
+fn read_reply_entries(reply: &Value) -> anyhow::Result<Vec<Entry<'_>>> {
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(streams) => match streams.first() {
+            None => Ok(Vec::new()),
+            Some(Value::Array(stream)) if stream.len() == 2 => entry_list(&stream[1]),
+            Some(_) => Err(bad_reply("XREADGROUP")),
+        },
+        Value::Map(streams) => match streams.first() {
+            None => Ok(Vec::new()),
+            Some((_, entries)) => entry_list(entries),
+        },
+        _ => Err(bad_reply("XREADGROUP")),
+    }
+}
+
+/// The claimed entries of an `XAUTOCLAIM` reply `[next id, entries, deleted ids]`, and how many
+/// pending entries it found deleted from the stream (Redis 7; `nil` when no claim was attempted).
+fn autoclaim_reply_entries(reply: &Value) -> anyhow::Result<(Vec<Entry<'_>>, usize)> {
+    match reply {
+        Value::Nil => Ok((Vec::new(), 0)),
+        Value::Array(parts) if parts.len() >= 2 => {
+            let deleted = match parts.get(2) {
+                Some(Value::Array(ids)) => ids.len(),
+                _ => 0,
+            };
+            Ok((entry_list(&parts[1])?, deleted))
+        }
+        _ => Err(bad_reply("XAUTOCLAIM")),
+    }
 }
 
 #[cfg(test)]
@@ -693,14 +828,21 @@ mod tests {
             },
             seq: Some(9),
         };
-        let member = encode_member(&identity(&metric, "1-0"), &metric);
+        let identity = Identity::of(&metric, "1-0").unwrap();
+        let member = encode_member(&identity, &metric);
         assert_eq!(member, "s9@1|12.5|1|2|0|0");
         let (id, readings) = decode_member(&member).unwrap();
         assert_eq!(
             (id, readings.cpu, readings.network.unwrap().rx),
-            ("s9@1", 12.5, 0.0)
+            (identity, 12.5, 0.0)
         );
-        assert_eq!(identity(&Metric { seq: None, ..metric }, "7-1"), "e7-1");
+        let by_entry = Identity::of(&Metric { seq: None, ..metric }, "7-1").unwrap();
+        assert_eq!(by_entry.to_string(), "e7-1");
+        assert_eq!(Identity::parse("e7-1"), Some(by_entry));
+        assert_eq!(
+            Identity::parse("s3@1763800000000.25").unwrap().to_string(),
+            "s3@1763800000000.25"
+        );
         assert!(decode_member("garbage").is_none());
     }
 }
