@@ -212,3 +212,86 @@ pub fn summary(systems: [(&str, Result<&Report, &str>); 2]) -> String {
     }
     lines.join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agents::report::{RunInfo, Second};
+
+    fn percentiles(p50: f64, p99: f64) -> Percentiles {
+        Percentiles {
+            p50: Some(p50),
+            p90: Some(p99),
+            p99: Some(p99),
+            p999: Some(p99),
+            max: Some(p99),
+            count: 10,
+        }
+    }
+
+    #[test]
+    fn latencies_keep_three_significant_figures_and_say_when_there_are_none() {
+        assert_eq!(pair(&percentiles(0.4321, 12.345)), "0.43 / 12.3 ms");
+        assert_eq!(pair(&percentiles(150.4, 2048.0)), "150 / 2048 ms");
+        assert_eq!(pair(&Percentiles::default()), "–");
+        assert_eq!(count(None), "n/a");
+    }
+
+    #[test]
+    fn the_live_table_puts_the_systems_side_by_side_and_says_why_one_is_missing() {
+        let second = LiveSecond {
+            second: Second {
+                t: 3,
+                intended: 200,
+                sent: 200,
+                acked: 198,
+                delivered: 198,
+            },
+            errors: 2,
+            overdue: Some(1),
+            ack_latency_ms: percentiles(0.5, 1.5),
+            e2e_latency_ms: percentiles(0.8, 2.5),
+        };
+        let absent = Column::Absent("not running: no Redis".to_string());
+        let live = Column::Live(Some(Box::new(second)));
+        let lines = live_table([("System 1", &absent), ("System 2", &live)]);
+        let find = |label: &str| lines.iter().find(|l| l.starts_with(label)).unwrap().clone();
+        let rate = find("metrics/s");
+        assert!(
+            rate.contains("not running: no Redis") && rate.ends_with("198 / 200"),
+            "{rate}"
+        );
+        // Both columns start at the same place on every row.
+        let column2 = lines[0].find("System 2").unwrap();
+        assert_eq!(rate.find("198 / 200"), Some(column2));
+        assert!(find("ack").ends_with("0.50 / 1.50 ms"));
+        assert!(find("end-to-end").ends_with("0.80 / 2.50 ms"));
+        assert!(find("lost / errors").ends_with("1 / 2"));
+    }
+
+    #[test]
+    fn the_summary_reads_the_agents_reports() {
+        let mut report = Report::empty(RunInfo {
+            machine: "2 cores, test".to_string(),
+            ..RunInfo::default()
+        });
+        report.sent = 1000;
+        report.acked = 1000;
+        report.lost = Some(0);
+        report.duplicates = Some(0);
+        report.achieved_rate = 200.0;
+        report.intended_rate = 200.0;
+        report.partial = true;
+        let text = summary([
+            ("System 1", Err("did not run: no Redis")),
+            ("System 2", Ok(&report)),
+        ]);
+        assert!(text.contains("did not run: no Redis"), "{text}");
+        assert!(
+            text.contains("200 / 200") && text.contains("1000 / 1000"),
+            "{text}"
+        );
+        assert!(text.contains("(stopped early)"), "{text}");
+        assert!(text.ends_with("machine: 2 cores, test"), "{text}");
+    }
+}
