@@ -36,7 +36,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lab_core::Metric;
 use lab_core::aggregate::{Added, ServerWindows, WindowSpec, WindowSummaries};
-use lab_core::wire::system1::{self, Event, Processed};
+use lab_core::wire::system1;
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncCommands, AsyncConnectionConfig, Value};
@@ -430,11 +430,13 @@ impl Worker {
         writes.atomic();
         let mut duplicates = 0;
         let mut touched: Vec<&str> = Vec::new();
+        let mut event = Vec::new();
         for (server, metrics) in &by_server {
             let cached = self.cache.get_mut(server).expect("refreshed above");
             let (windows, known) = (&mut cached.windows, &mut cached.known);
             let mut new_members: Vec<(f64, String)> = Vec::new();
-            let mut last: Option<(&str, &Metric, WindowSummaries)> = None;
+            // This server's metrics not seen before, in order: each is announced.
+            let mut fresh: Vec<(&str, &Metric)> = Vec::with_capacity(metrics.len());
             for (id, metric) in metrics {
                 let Some(identity) = Identity::of(metric, id) else {
                     unreadable += 1;
@@ -449,25 +451,19 @@ impl Worker {
                 if added != Added::Stale {
                     new_members.push((metric.timestamp, encode_member(&identity, metric)));
                 }
-                let summaries = windows.summaries();
-                let event = Event::Processed {
-                    entry_id: (*id).to_owned(),
-                    payload: Processed {
-                        server_id: metric.server_id.clone(),
-                        timestamp: metric.timestamp,
-                        metrics: metric.metrics.clone(),
-                        seq: metric.seq,
-                        windows: Some(summaries.clone()),
-                    },
-                };
-                writes
-                    .publish(
-                        &self.channel,
-                        serde_json::to_string(&event).expect("events serialize"),
-                    )
-                    .ignore();
-                last = Some((id, metric, summaries));
+                fresh.push((id, metric));
             }
+            // One `metric.processed` event per metric, so that every metric (and its seq) reaches the
+            // dashboards; the windows, the server's state after the batch, ride on the last one only:
+            // computing and writing 45 numbers for every metric cost more than all the rest.
+            let summaries = (!fresh.is_empty()).then(|| windows.summaries());
+            for (i, (id, metric)) in fresh.iter().enumerate() {
+                let with_windows = (i + 1 == fresh.len()).then_some(()).and(summaries.as_ref());
+                event.clear();
+                write_processed(&mut event, id, metric, with_windows);
+                writes.publish(&self.channel, event.as_slice()).ignore();
+            }
+            let last = fresh.last().zip(summaries.as_ref());
             let key = samples_key(server);
             if !new_members.is_empty() {
                 touched.push(server);
@@ -487,7 +483,7 @@ impl Worker {
                         .ignore();
                 }
             }
-            if let Some((id, metric, summaries)) = last {
+            if let Some(((id, metric), summaries)) = last {
                 let fields = [
                     ("serverId", metric.server_id.clone()),
                     ("timestamp", metric.timestamp.to_string()),
@@ -496,7 +492,7 @@ impl Worker {
                         serde_json::to_string(&metric.metrics).expect("readings serialize"),
                     ),
                     ("seq", metric.seq.map(|s| s.to_string()).unwrap_or_default()),
-                    ("entryId", id.to_owned()),
+                    ("entryId", (*id).to_owned()),
                     (
                         "windows",
                         serde_json::to_string(&summaries).expect("windows serialize"),
@@ -698,6 +694,42 @@ impl std::fmt::Display for Identity {
     }
 }
 
+/// A `metric.processed` event, as [`system1::Event::Processed`] serializes, but borrowing the metric and its
+/// windows instead of cloning them, into a buffer the worker reuses.
+fn write_processed(out: &mut Vec<u8>, entry_id: &str, metric: &Metric, windows: Option<&WindowSummaries>) {
+    #[derive(serde::Serialize)]
+    struct ProcessedEvent<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(rename = "entryId")]
+        entry_id: &'a str,
+        payload: Payload<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "serverId")]
+        server_id: &'a str,
+        timestamp: f64,
+        metrics: &'a lab_core::Readings,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        windows: Option<&'a WindowSummaries>,
+    }
+    let event = ProcessedEvent {
+        kind: "metric.processed",
+        entry_id,
+        payload: Payload {
+            server_id: &metric.server_id,
+            timestamp: metric.timestamp,
+            metrics: &metric.metrics,
+            seq: metric.seq,
+            windows,
+        },
+    };
+    serde_json::to_writer(out, &event).expect("events serialize");
+}
+
 /// A sample as a sorted-set member: identity and the five aggregated values.
 fn encode_member(identity: &Identity, metric: &Metric) -> String {
     let r = &metric.metrics;
@@ -844,5 +876,41 @@ mod tests {
             "s3@1763800000000.25"
         );
         assert!(decode_member("garbage").is_none());
+    }
+
+    #[test]
+    fn processed_events_are_the_protocols() {
+        use lab_core::wire::system1::{Event, Processed};
+        let metric = Metric {
+            server_id: "s".into(),
+            timestamp: 1.5,
+            metrics: lab_core::Readings {
+                cpu: 12.5,
+                memory: 1.0,
+                disk: 2.0,
+                network: Some(lab_core::Network { rx: 3.0, tx: 4.0 }),
+                extra: vec![],
+            },
+            seq: Some(9),
+        };
+        let mut windows = ServerWindows::new(&WindowSpec::default(), 10).unwrap();
+        windows.add(metric.timestamp, &metric.metrics);
+        let summaries = windows.summaries();
+        for with in [None, Some(&summaries)] {
+            let mut ours = Vec::new();
+            write_processed(&mut ours, "1-0", &metric, with);
+            let theirs = Event::Processed {
+                entry_id: "1-0".into(),
+                payload: Processed {
+                    server_id: metric.server_id.clone(),
+                    timestamp: metric.timestamp,
+                    metrics: metric.metrics.clone(),
+                    seq: metric.seq,
+                    windows: with.cloned(),
+                },
+            };
+            assert_eq!(ours, serde_json::to_vec(&theirs).unwrap());
+            assert_eq!(serde_json::from_slice::<Event>(&ours).unwrap(), theirs);
+        }
     }
 }

@@ -205,7 +205,9 @@ pub struct Processed {
     /// **(ext)** The metric's `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
-    /// **(ext)** The server's window aggregates after this metric, as System 2 computes them.
+    /// **(ext)** The server's window aggregates after this metric, as System 2 computes them. System
+    /// 1's workers attach them to the last event of each server in a batch only (the state after the
+    /// batch); the server's other events in that batch have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<WindowSummaries>,
 }
