@@ -350,3 +350,29 @@ fn a_service_that_cannot_start_is_named_with_the_end_of_its_log() {
     assert!(!all.contains("started agents"), "{all}");
     assert_nothing_left(tmp.path());
 }
+
+#[test]
+fn a_killed_supervisor_leaves_no_service_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis_port = free_port().unwrap();
+    let mut command = lab_up(tmp.path());
+    command.args(["--redis-port", &redis_port.to_string()]);
+    let mut lab = Running::start(command);
+    let pids: Vec<u32> = ["redis", "system1", "system2", "agents-system1", "agents-system2"]
+        .iter()
+        .map(|name| lab.pid_of(name))
+        .collect();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_ok());
+    // SIGKILL: the supervisor cannot stop anything; its children notice their stdin closing.
+    kill(lab.child.id(), "-KILL");
+    let _ = lab.finish();
+    for pid in pids {
+        assert_gone(pid);
+    }
+    // The redis-server under its guard too: nothing listens on its port any more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_ok() {
+        assert!(Instant::now() < deadline, "redis-server outlived the supervisor");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -48,6 +48,9 @@ enum Program {
     System1,
     System2,
     Agents,
+    /// Another program (its path first), stopped with SIGTERM when the supervisor goes away: for
+    /// `redis-server`, which cannot watch its stdin itself.
+    Guard,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Program::System1 => system1_http::cli::main(args)?,
                 Program::System2 => system2_ws::cli::main(args)?,
                 Program::Agents => agents::cli::main(args)?,
+                Program::Guard => return guard(args.skip(1).collect()),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -89,4 +93,38 @@ fn watch_supervisor() {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
     });
+}
+
+/// Runs `args[0]` with the rest of `args`, passes SIGTERM on to it (the supervisor's, or the one
+/// [`watch_supervisor`] raises when the supervisor is gone), and exits as it exited.
+fn guard(args: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use nix::sys::signal::{Signal, kill};
+    use std::os::unix::process::ExitStatusExt;
+    let (program, rest) = args.split_first().context("lab child guard: which program?")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut child = tokio::process::Command::new(program)
+            .args(rest)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.to_string_lossy()))?;
+        let pid = nix::unistd::Pid::from_raw(child.id().context("no pid")? as i32);
+        let status = tokio::select! {
+            status = child.wait() => status?,
+            () = lab_core::signal::shutdown() => {
+                let _ = kill(pid, Signal::SIGTERM);
+                child.wait().await?
+            }
+        };
+        let code = match (status.code(), status.signal()) {
+            (Some(code), _) => code,
+            (None, Some(signal)) => 128 + signal,
+            _ => 1,
+        };
+        Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    })
 }

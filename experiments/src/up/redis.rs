@@ -25,31 +25,29 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// A private redis-server on `port` of 127.0.0.1, its data in `dir`.
-pub fn private(program: PathBuf, port: u16, dir: &Path) -> Spec {
-    let args: Vec<OsString> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        &dir.display().to_string(),
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--protected-mode",
-        "yes",
-        "--daemonize",
-        "no",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect();
-    Spec {
-        name: "redis".to_string(),
-        program,
-        args,
-        live: false,
-    }
+/// A private redis-server on `port` of 127.0.0.1, its data in `dir`. It runs under `lab child
+/// guard`, which stops it if the supervisor is killed and cannot.
+pub fn private(program: PathBuf, port: u16, dir: &Path) -> anyhow::Result<Spec> {
+    let mut args: Vec<OsString> = vec![program.into_os_string()];
+    args.extend(
+        [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir.display().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+        ]
+        .into_iter()
+        .map(OsString::from),
+    );
+    Spec::lab("redis", "guard", args)
 }
