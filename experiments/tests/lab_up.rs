@@ -156,6 +156,19 @@ fn a_busy_port_is_named_with_its_flag_before_anything_starts() {
     assert!(!all.contains("backtrace"), "a user error is not a crash: {all}");
     assert_nothing_left(tmp.path());
 
+    // So is a --json file that cannot be written.
+    let output = lab_up(tmp.path())
+        .args(["--json", "/nonexistent-folder/summary.json"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert!(!output.status.success(), "{all}");
+    assert!(
+        all.contains("the folder /nonexistent-folder does not exist; nothing was started"),
+        "{all}"
+    );
+    assert!(!all.contains("(pid "), "something was started: {all}");
+
     // Two services given one port is the same mistake.
     let same = free_port().unwrap();
     let output = lab_up_with(

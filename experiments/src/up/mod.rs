@@ -71,6 +71,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
     // 1. Redis, and the ports: nothing is started yet.
     let redis = choose_redis(&args);
     check_ports(&args, &ports, redis.as_ref().ok())?;
+    if let Some(path) = &args.json {
+        // Found out now, not after a long run.
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(".".as_ref());
+        anyhow::ensure!(
+            parent.is_dir(),
+            "--json {}: the folder {} does not exist; nothing was started",
+            path.display(),
+            parent.display()
+        );
+    }
 
     let temp = tempfile::Builder::new()
         .prefix("telemetry-lab-")
