@@ -282,6 +282,38 @@ impl ServerWindows {
 
     /// Adds one sample. See the module docs for the late/stale policy.
     pub fn add(&mut self, timestamp: f64, readings: &Readings) -> Added {
+        let added = self.add_one(timestamp, readings);
+        if added == Added::Late {
+            self.rebuild_extremes();
+        }
+        added
+    }
+
+    /// Adds samples in the order given, with the same result as one [`add`](Self::add) for each
+    /// (`outcome` hears what happened to each), at a lower cost when some are late: a late sample
+    /// shifts the positions the min/max bookkeeping names, and [`add`](Self::add) rebuilds that
+    /// bookkeeping at once (O(buffer)); here it is rebuilt once, after the last sample. System 1's
+    /// workers need this: a worker that has just read another worker's newer samples adds its own
+    /// batch late, every sample of it.
+    pub fn add_all<'r>(
+        &mut self,
+        samples: impl IntoIterator<Item = (f64, &'r Readings)>,
+        mut outcome: impl FnMut(Added),
+    ) {
+        let mut late = false;
+        for (timestamp, readings) in samples {
+            let added = self.add_one(timestamp, readings);
+            late |= added == Added::Late;
+            outcome(added);
+        }
+        // Until now the min/max candidates may name shifted positions; nothing has read them.
+        if late {
+            self.rebuild_extremes();
+        }
+    }
+
+    /// [`add`](Self::add), except that a late sample leaves the min/max candidates to be rebuilt.
+    fn add_one(&mut self, timestamp: f64, readings: &Readings) -> Added {
         let sample = Sample::of(timestamp, readings);
         let outcome = match self.newest() {
             None => Added::InOrder,
@@ -330,7 +362,8 @@ impl ServerWindows {
         }
     }
 
-    /// Inserts a late sample at its place in time order (after samples with an equal timestamp).
+    /// Inserts a late sample at its place in time order (after samples with an equal timestamp). The
+    /// min/max candidates must be rebuilt afterwards: the positions after it have shifted.
     fn insert_late(&mut self, sample: Sample) {
         let t = self
             .newest()
@@ -349,7 +382,6 @@ impl ServerWindows {
                 w.start += 1;
             }
         }
-        self.rebuild_extremes();
     }
 
     /// Rebuilds the min/max deques from the buffer: positions after a late insert have shifted.

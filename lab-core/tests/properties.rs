@@ -265,4 +265,27 @@ proptest! {
             }
         }
     }
+
+    /// Adding a whole batch at once (the min/max bookkeeping rebuilt once) ends exactly where adding
+    /// the samples one by one does.
+    #[test]
+    fn adding_all_at_once_equals_adding_one_by_one(
+        steps in proptest::collection::vec(step(), 1..300),
+        capacity in prop_oneof![1usize..5, 5usize..50, Just(500usize)],
+        split in 0usize..300,
+    ) {
+        let spec = WindowSpec::from_base(1000).unwrap();
+        let mut one_by_one = ServerWindows::new(&spec, capacity).unwrap();
+        let mut all_at_once = ServerWindows::new(&spec, capacity).unwrap();
+        let mut ts = 1_000_000.0;
+        let samples: Vec<(f64, &Readings)> = steps.iter().map(|(dt, r)| { ts += dt; (ts, r) }).collect();
+        let expected: Vec<Added> = samples.iter().map(|(t, r)| one_by_one.add(*t, r)).collect();
+        let mut got = Vec::new();
+        let split = split.min(samples.len());
+        all_at_once.add_all(samples[..split].iter().copied(), |a| got.push(a));
+        all_at_once.add_all(samples[split..].iter().copied(), |a| got.push(a));
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(all_at_once.len(), one_by_one.len());
+        prop_assert_eq!(all_at_once.summaries(), one_by_one.summaries());
+    }
 }

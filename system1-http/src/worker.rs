@@ -437,6 +437,7 @@ impl Worker {
             let mut new_members: Vec<(f64, String)> = Vec::new();
             // This server's metrics not seen before, in order: each is announced.
             let mut fresh: Vec<(&str, &Metric)> = Vec::with_capacity(metrics.len());
+            let mut identities = Vec::with_capacity(metrics.len());
             for (id, metric) in metrics {
                 let Some(identity) = Identity::of(metric, id) else {
                     unreadable += 1;
@@ -447,11 +448,19 @@ impl Worker {
                     duplicates += 1;
                     continue;
                 }
-                let added = windows.add(metric.timestamp, &metric.metrics);
-                if added != Added::Stale {
-                    new_members.push((metric.timestamp, encode_member(&identity, metric)));
-                }
                 fresh.push((id, metric));
+                identities.push(identity);
+            }
+            // All at once: when another worker's newer samples came in first, every one of these is
+            // late, and adding them one by one would rebuild the min/max bookkeeping for each.
+            let mut added = Vec::with_capacity(fresh.len());
+            windows.add_all(fresh.iter().map(|(_, m)| (m.timestamp, &m.metrics)), |a| {
+                added.push(a)
+            });
+            for (((_, metric), identity), added) in fresh.iter().zip(&identities).zip(added) {
+                if added != Added::Stale {
+                    new_members.push((metric.timestamp, encode_member(identity, metric)));
+                }
             }
             // One `metric.processed` event per metric, so that every metric (and its seq) reaches the
             // dashboards; the windows, the server's state after the batch, ride on the last one only:
