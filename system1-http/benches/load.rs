@@ -4,7 +4,8 @@
 //! private redis-server and the release `system1 all` binary (API, workers, broadcaster), and drives it
 //! with `agents::run`: open loop, latency from each metric's due time, end to end at the broadcaster
 //! (`metric.processed`: through the stream, the workers and pub/sub). Beside it, `redis-benchmark`'s
-//! pipelined XADD rate on the same Redis is the ceiling no ingest path can beat.
+//! pipelined XADD rate on the same Redis is the ceiling no ingest path can beat. `SYSTEM1_BENCH_BIN=path`
+//! runs another `system1` binary instead, so that two builds are compared in the same conditions.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +36,9 @@ impl Drop for System1 {
 
 fn start_system1(redis: &RedisServer, workers: u32) -> System1 {
     let (http, http2, ws, ops) = (free_port(), free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_system1"))
+    // SYSTEM1_BENCH_BIN measures another build (say, the previous commit's) under the same conditions.
+    let binary = std::env::var("SYSTEM1_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_system1").into());
+    let child = Command::new(binary)
         .args([
             "--redis-url",
             &redis.url(),
