@@ -51,9 +51,11 @@ fn main() -> anyhow::Result<()> {
         .arg(20)
         .arg(format!("{t0:.1}"))
         .query(&mut redis.connection())?;
+    let redis_cpu_before = redis_cpu_seconds(&redis)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let started = std::time::Instant::now();
     let processed = runtime.block_on(async {
         let mut worker = Worker::connect(&args, &cli.redis, "cost-1".into()).await?;
         // The group reads from the start ("0"): it sees every entry filled above.
@@ -65,6 +67,26 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(processed)
     })?;
     assert_eq!(processed, entries, "every entry processed once");
-    println!("processed {processed} entries");
+    // Redis's own work is not counted by callgrind: its CPU time says whether a change only moved it.
+    let redis_cpu = redis_cpu_seconds(&redis)? - redis_cpu_before;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "processed {processed} entries in {elapsed:.2} s ({:.0}/s, one worker); redis-server CPU {:.1} µs per entry",
+        processed as f64 / elapsed,
+        redis_cpu * 1e6 / processed as f64
+    );
     Ok(())
+}
+
+/// `used_cpu_sys` + `used_cpu_user` from `INFO cpu`.
+fn redis_cpu_seconds(redis: &RedisServer) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query(&mut redis.connection())?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or(l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum())
 }

@@ -5,7 +5,8 @@
 //! own connection
 //!   └▶ per server: ZRANGE metrics:samples:<id>  → rebuild the windows (lab-core, as System 2)
 //!                  add this batch's metrics in order; skip those already there (redeliveries)
-//!   └▶ MULTI: ZADD samples · trim them · HSET metrics:latest:<id> · PUBLISH metric.processed · XACK
+//!   └▶ MULTI: ZADD samples · trim them · HSET metrics:latest:<id>
+//!             · EVAL: PUBLISH metric.processed for each metric (windows on each server's last) · XACK
 //! ```
 //!
 //! **Why the window state lives in Redis.** All the workers of a group share one stream, and Redis hands
@@ -85,6 +86,11 @@ pub struct WorkerStats {
 
 /// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
 const CACHE_MAX_SERVERS: usize = 10_000;
+
+/// Publishes every ARGV after the first on the channel ARGV[1]: a batch's `metric.processed` events
+/// in one command of the batch's transaction, rather than one `PUBLISH` (and two replies to parse)
+/// per metric.
+const PUBLISH_ALL: &str = "for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end return #ARGV - 1";
 
 /// A worker's cached view of one server's samples.
 struct Cached {
@@ -431,6 +437,9 @@ impl Worker {
         let mut duplicates = 0;
         let mut touched: Vec<&str> = Vec::new();
         let mut event = Vec::new();
+        let mut announce = redis::cmd("EVAL");
+        announce.arg(PUBLISH_ALL).arg(0).arg(&self.channel);
+        let mut announced = 0;
         for (server, metrics) in &by_server {
             let cached = self.cache.get_mut(server).expect("refreshed above");
             let (windows, known) = (&mut cached.windows, &mut cached.known);
@@ -470,7 +479,8 @@ impl Worker {
                 let with_windows = (i + 1 == fresh.len()).then_some(()).and(summaries.as_ref());
                 event.clear();
                 write_processed(&mut event, id, metric, with_windows);
-                writes.publish(&self.channel, event.as_slice()).ignore();
+                announce.arg(event.as_slice());
+                announced += 1;
             }
             let last = fresh.last().zip(summaries.as_ref());
             let key = samples_key(server);
@@ -509,6 +519,9 @@ impl Worker {
                 ];
                 writes.hset_multiple(latest_key(server), &fields).ignore();
             }
+        }
+        if announced > 0 {
+            writes.add_command(announce).ignore();
         }
         let ids: Vec<&str> = entries.iter().chain(&gone).map(|e| e.id).collect();
         writes.xack(&self.stream, &self.group, &ids).ignore();
