@@ -4,10 +4,10 @@
 //! ```sh
 //! cargo build --release -p system1-http --example worker_cost
 //! valgrind --tool=callgrind target/release/examples/worker_cost 2000
-//! valgrind --tool=callgrind target/release/examples/worker_cost 22000
+//! valgrind --tool=callgrind target/release/examples/worker_cost 12000
 //! ```
 //!
-//! The difference of the two totals / 20 000 = the worker's instructions per entry: the fixed costs
+//! The difference of the two totals / 10 000 = the worker's instructions per entry: the fixed costs
 //! (start-up, connecting) cancel out. The stream is filled by a Lua script inside a private
 //! `redis-server` (a separate process, not counted by callgrind), so only the worker's own work is
 //! counted. 20 servers, metrics 0.1 ms apart (10 000/s), default worker settings (batches of 200).
