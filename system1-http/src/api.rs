@@ -23,14 +23,14 @@
 //! **TLS (optional).** With `--tls-cert`/`--tls-key` or `--tls-self-signed`, both ports speak TLS only,
 //! and clients choose HTTP/2 or HTTP/1.1 by ALPN, as browsers need: see [`tls`].
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -38,7 +38,7 @@ use axum::serve::ListenerExt;
 use lab_core::ParseError;
 use lab_core::limits::MAX_MESSAGE_BYTES;
 use lab_core::parse::{check_not_future, parse_metrics_body};
-use lab_core::wire::system1::{self, Accepted, ErrorBody, Healthz, InvalidPayload};
+use lab_core::wire::system1::{ErrorBody, Healthz, InvalidPayload};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -376,8 +376,12 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-async fn ingest(State(state): State<Arc<Inner>>, headers: HeaderMap, body: Body) -> Response {
-    if !is_json(&headers) {
+async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
+    // The request taken whole, not as `HeaderMap` + `Body` extractors: axum's `HeaderMap` extractor
+    // clones every header, a copy per request for nothing.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    if !is_json(headers) {
         state.stats.invalid.inc();
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -419,35 +423,12 @@ async fn ingest(State(state): State<Arc<Inner>>, headers: HeaderMap, body: Body)
         state.stats.shed.inc();
         return unavailable("too many requests are waiting for Redis; retry later");
     };
-    let mut invocation = state.script.key(&state.stream_key);
-    invocation
-        .key(&state.trimmed_key)
-        .arg(state.maxlen)
-        .arg(&state.channel)
-        .arg(metrics.len())
-        .arg(TRIM_STEP);
-    for metric in &metrics {
-        let fields = system1::to_stream_fields(metric);
-        let value = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
-        invocation
-            .arg(value(system1::field::SERVER_ID))
-            .arg(value(system1::field::TIMESTAMP))
-            .arg(value(system1::field::METRICS))
-            .arg(value(system1::field::SEQ))
-            .arg(serde_json::to_string(metric).expect("metrics serialize"));
-    }
     let mut connection = state.redis.clone();
-    match invocation.invoke_async::<Vec<String>>(&mut connection).await {
+    match append(&state, &metrics, &mut connection).await {
         Ok(ids) => {
             state.redis_ok.store(true, Ordering::Relaxed);
             state.stats.accepted.inc_by(ids.len() as u64);
-            (StatusCode::ACCEPTED, Json(Accepted::new(ids))).into_response()
+            accepted(&ids)
         }
         Err(e) => {
             state.redis_ok.store(false, Ordering::Relaxed);
@@ -456,6 +437,99 @@ async fn ingest(State(state): State<Arc<Inner>>, headers: HeaderMap, body: Body)
             unavailable("Redis is unavailable; nothing was stored, retry later")
         }
     }
+}
+
+/// Runs [`INGEST_SCRIPT`] for `metrics`: one `EVALSHA`, or, if Redis does not know the script yet (it
+/// restarted, or the warm-up load has not happened), `SCRIPT LOAD` and the `EVALSHA` again, as
+/// `redis::Script` does. The command is built directly rather than through `redis::Script`'s
+/// invocation, which keeps each argument in its own allocation and then copies them all into the
+/// command.
+async fn append(
+    state: &Inner,
+    metrics: &[lab_core::Metric],
+    connection: &mut ConnectionManager,
+) -> redis::RedisResult<Vec<String>> {
+    // Sized up front (the command's argument list and its bytes): growing it argument by argument
+    // cost several reallocations per request.
+    let mut command = redis::Cmd::with_capacity(9 + 5 * metrics.len(), 128 + 384 * metrics.len());
+    command
+        .arg("EVALSHA")
+        .arg(state.script.get_hash())
+        .arg(2)
+        .arg(&state.stream_key)
+        .arg(&state.trimmed_key)
+        .arg(state.maxlen)
+        .arg(&state.channel)
+        .arg(metrics.len())
+        .arg(TRIM_STEP);
+    // One buffer for every metric's `metric.ingested` payload; the stream's `metrics` field is a slice
+    // of it, so the readings are serialized once per metric.
+    let mut payload = Vec::with_capacity(256);
+    for metric in metrics {
+        let readings = ingested_payload(metric, &mut payload);
+        command
+            .arg(&metric.server_id)
+            .arg(metric.timestamp.to_string())
+            .arg(&payload[readings]);
+        match metric.seq {
+            Some(seq) => command.arg(seq),
+            None => command.arg(""),
+        };
+        command.arg(&payload[..]);
+    }
+    match command.query_async(connection).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            state.script.prepare_invoke().load_async(connection).await?;
+            command.query_async(connection).await
+        }
+        result => result,
+    }
+}
+
+/// Writes `metric`'s JSON into `buffer` (cleared first), byte for byte what `serde_json::to_string`
+/// writes: the `metric.ingested` payload. Returns where the readings (`"metrics":` value) sit in it,
+/// which is the stream entry's `metrics` field ([`lab_core::wire::system1::to_stream_fields`] writes the same bytes).
+fn ingested_payload(metric: &lab_core::Metric, buffer: &mut Vec<u8>) -> std::ops::Range<usize> {
+    const WRITE: &str = "writing JSON to a Vec cannot fail";
+    buffer.clear();
+    buffer.extend_from_slice(b"{\"serverId\":");
+    serde_json::to_writer(&mut *buffer, &metric.server_id).expect(WRITE);
+    buffer.extend_from_slice(b",\"timestamp\":");
+    serde_json::to_writer(&mut *buffer, &metric.timestamp).expect(WRITE);
+    buffer.extend_from_slice(b",\"metrics\":");
+    let start = buffer.len();
+    serde_json::to_writer(&mut *buffer, &metric.metrics).expect(WRITE);
+    let end = buffer.len();
+    if let Some(seq) = metric.seq {
+        buffer.extend_from_slice(b",\"seq\":");
+        serde_json::to_writer(&mut *buffer, &seq).expect(WRITE);
+    }
+    buffer.push(b'}');
+    start..end
+}
+
+/// The `202` body, [`lab_core::wire::system1::Accepted`] in JSON, written directly: stream ids are digits and one dash, so they
+/// need no escaping, and this skips serde's machinery and `Json`'s buffer for a few dozen bytes.
+fn accepted(ids: &[String]) -> Response {
+    let mut body = String::with_capacity(48 + ids.len() * 24);
+    body.push_str(r#"{"status":"accepted","accepted":"#);
+    let _ = write!(body, "{}", ids.len());
+    body.push_str(r#","ids":["#);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('"');
+        body.push_str(id);
+        body.push('"');
+    }
+    body.push_str("]}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
 }
 
 fn invalid(e: ParseError) -> Response {
@@ -511,4 +585,76 @@ async fn prometheus(State(state): State<Arc<Inner>>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use lab_core::wire::system1::{self, Accepted};
+    use lab_core::{Metric, Network, Readings};
+
+    use super::*;
+
+    fn metrics() -> Vec<Metric> {
+        let readings = Readings {
+            cpu: 12.5,
+            memory: 40.0,
+            disk: 0.1,
+            network: Some(Network { rx: 1e-7, tx: 2.0e20 }),
+            extra: vec![("gpu".into(), 99.0), ("tempC".into(), -3.25)],
+        };
+        vec![
+            Metric {
+                server_id: "server-1".into(),
+                timestamp: 1_763_800_000_000.0,
+                metrics: readings.clone(),
+                seq: Some(0),
+            },
+            Metric {
+                server_id: "a.b:c_d-E".into(),
+                timestamp: 1_763_800_000_123.456,
+                metrics: Readings {
+                    network: None,
+                    extra: vec![],
+                    ..readings
+                },
+                seq: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_payload_and_the_stream_field_are_what_serde_writes() {
+        let mut buffer = Vec::new();
+        for metric in metrics() {
+            let readings = ingested_payload(&metric, &mut buffer);
+            assert_eq!(
+                std::str::from_utf8(&buffer).unwrap(),
+                serde_json::to_string(&metric).unwrap()
+            );
+            let fields = system1::to_stream_fields(&metric);
+            let field = fields
+                .iter()
+                .find(|(k, _)| *k == system1::field::METRICS)
+                .unwrap();
+            assert_eq!(std::str::from_utf8(&buffer[readings]).unwrap(), field.1);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_accepted_body_is_accepted_in_json() {
+        for ids in [
+            vec![],
+            vec!["1763800000000-0".to_owned()],
+            vec!["1-0".into(), "1-1".into()],
+        ] {
+            let response = accepted(&ids);
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let parsed: Accepted = serde_json::from_slice(&body).unwrap();
+            assert_eq!(parsed, Accepted::new(ids));
+        }
+    }
 }

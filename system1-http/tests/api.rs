@@ -99,6 +99,25 @@ async fn a_metric_is_in_the_stream_and_announced_before_the_202() {
 }
 
 #[tokio::test]
+async fn a_script_redis_forgot_is_loaded_again() {
+    // The API calls its script by hash (EVALSHA); after SCRIPT FLUSH (or a Redis restart) Redis answers
+    // NOSCRIPT, and the API must load the script and still append the metric, exactly once.
+    let redis = RedisServer::start().unwrap();
+    let api = start_api(&redis, &[]).await;
+    let client = reqwest::Client::new();
+    let (status, body, _) = post(&client, &api.urls[0], &metric("server-1", 1)).await;
+    assert_eq!(status, 202, "{body}");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis.connection())
+        .unwrap();
+    let (status, body, _) = post(&client, &api.urls[0], &metric("server-1", 2)).await;
+    assert_eq!(status, 202, "{body}");
+    let length: usize = redis.connection().xlen("metrics:stream").unwrap();
+    assert_eq!(length, 2);
+}
+
+#[tokio::test]
 async fn a_batch_is_appended_in_order() {
     let redis = RedisServer::start().unwrap();
     let api = start_api(&redis, &[]).await;
