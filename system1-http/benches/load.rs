@@ -1,11 +1,18 @@
 //! Load benchmark of System 1, measured by the lab's own agents.
 //!
-//! Run with `cargo bench -p system1-http --bench load` (`-- --quick` for short runs). It starts a
+//! Run with `cargo bench -p system1-http --bench load` (`-- --quick` for short runs, `-- --single` for
+//! the single-metric rows only, at more rates around saturation). It starts a
 //! private redis-server and the release `system1 all` binary (API, workers, broadcaster), and drives it
 //! with `agents::run`: open loop, latency from each metric's due time, end to end at the broadcaster
 //! (`metric.processed`: through the stream, the workers and pub/sub). Beside it, `redis-benchmark`'s
 //! pipelined XADD rate on the same Redis is the ceiling no ingest path can beat. `SYSTEM1_BENCH_BIN=path`
 //! runs another `system1` binary instead, so that two builds are compared in the same conditions.
+//!
+//! **Connections.** Over HTTP/1.1 a connection carries one request at a time, so the agents' rate on it
+//! is capped near 1 / (time per request): with the 8 connections this bench once used, about 5 000/s
+//! whatever the CPU. The HTTP/1.1 rows therefore use [`HTTP1_CONNECTIONS`] (64, as `wrk -c64` in issue
+//! #4), with as many agents (the agents need at least one per connection); the HTTP/2 rows multiplex
+//! many requests on each of their 2 connections, with 20 agents.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +22,15 @@ use agents::report::Report;
 use clap::Parser;
 use lab_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
+
+/// HTTP/1.1 connections (and agents) of the HTTP/1.1 rows: enough that their count is not the limit.
+const HTTP1_CONNECTIONS: u64 = 64;
+
+/// HTTP/2 connections of the HTTP/2 rows (each multiplexes many requests), and agents of every other row.
+const HTTP2_CONNECTIONS: u64 = 2;
+
+/// Agents (distinct `serverId`s) of the HTTP/2 rows.
+const AGENTS: u64 = 20;
 
 fn free_port() -> u16 {
     lab_testkit::free_port().expect("a free port")
@@ -83,6 +99,11 @@ fn start_system1(redis: &RedisServer, workers: u32) -> System1 {
 
 async fn measure(s: &System1, protocol: &str, batch: u64, rate: f64, seconds: u64) -> Report {
     let port = if protocol == "http2" { s.http2 } else { s.http };
+    let (agents, connections) = if protocol == "http2" {
+        (AGENTS, HTTP2_CONNECTIONS)
+    } else {
+        (HTTP1_CONNECTIONS, HTTP1_CONNECTIONS)
+    };
     let args = [
         "agents".to_owned(),
         "--target".into(),
@@ -94,9 +115,9 @@ async fn measure(s: &System1, protocol: &str, batch: u64, rate: f64, seconds: u6
         "--rate".into(),
         rate.to_string(),
         "--agents".into(),
-        "20".into(),
+        agents.to_string(),
         "--connections".into(),
-        (if protocol == "http2" { "2" } else { "8" }).into(),
+        connections.to_string(),
         "--duration".into(),
         format!("{seconds}s"),
         "--warmup".into(),
@@ -116,7 +137,7 @@ async fn measure(s: &System1, protocol: &str, batch: u64, rate: f64, seconds: u6
 fn row(label: &str, r: &Report) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} ms"));
     format!(
-        "| {label} | {:.0} | {:.0} | {} / {} | {} | {} | {} | {} | {} | {} |",
+        "| {label} | {:.0} | {:.0} | {} / {} | {} | {} | {} | {} | {} | {} | {} |",
         r.intended_rate,
         r.achieved_rate,
         r.delivered,
@@ -127,7 +148,16 @@ fn row(label: &str, r: &Report) -> String {
         ms(r.e2e_latency_ms.p50),
         ms(r.e2e_latency_ms.p99),
         ms(r.e2e_latency_ms.max),
+        load_average(),
     )
+}
+
+/// The 1-minute load average (`/proc/loadavg`), to tell a quiet machine from a busy one.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn kept_up(r: &Report) -> bool {
@@ -162,6 +192,7 @@ fn redis_benchmark_xadd(redis: &RedisServer) -> Option<f64> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let single_only = std::env::args().any(|a| a == "--single");
     let seconds = if quick { 2 } else { 5 };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -180,20 +211,35 @@ fn main() {
         None => println!("Ceiling: redis-benchmark not available.\n"),
     }
     println!(
-        "Open loop, 20 agents; ack = the HTTP response; e2e = `metric.processed` at a dashboard of the broadcaster; both from each metric's due time; {seconds} s per row after 1 s warm-up.\n"
+        "Open loop; HTTP/1.1 rows: {HTTP1_CONNECTIONS} agents on {HTTP1_CONNECTIONS} connections; HTTP/2 rows: {AGENTS} agents on {HTTP2_CONNECTIONS} connections. ack = the HTTP response; e2e = `metric.processed` at a dashboard of the broadcaster; both from each metric's due time; {seconds} s per row after 1 s warm-up; load = the 1-minute load average after the row.\n"
     );
     println!(
-        "| setting | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max |"
+        "| setting | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max | load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let two = start_system1(&redis, 2);
-    for rate in [100.0, 1_000.0, 5_000.0, 10_000.0] {
+    // --single: the single-metric rows only, at the rates where they saturate on 2 cores.
+    let (http1_rates, http2_rates): (&[f64], &[f64]) = if single_only {
+        (
+            &[5_000.0, 10_000.0, 15_000.0, 20_000.0],
+            &[5_000.0, 10_000.0, 15_000.0, 20_000.0],
+        )
+    } else {
+        (
+            &[100.0, 1_000.0, 5_000.0, 10_000.0],
+            &[1_000.0, 5_000.0, 10_000.0],
+        )
+    };
+    for &rate in http1_rates {
         let r = runtime.block_on(measure(&two, "http1", 1, rate, seconds));
         println!("{}", row("HTTP/1.1, single, 2 workers", &r));
     }
-    for rate in [1_000.0, 5_000.0, 10_000.0] {
+    for &rate in http2_rates {
         let r = runtime.block_on(measure(&two, "http2", 1, rate, seconds));
         println!("{}", row("HTTP/2, single, 2 workers", &r));
+    }
+    if single_only {
+        return;
     }
     let mut saturation = None;
     for rate in [10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0] {

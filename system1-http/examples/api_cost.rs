@@ -12,7 +12,8 @@
 //! file (`callgrind.out.<pid>-02`) and the main thread's file (`-01`) holds the server side only. The
 //! difference of the two main-thread totals / 10 000 = the API's instructions per request: start-up and
 //! connecting cancel out. Redis's work is another process: its CPU per request is printed, from
-//! `INFO cpu`, so that a change that only moves work into Redis shows.
+//! `INFO cpu`, so that a change that only moves work into Redis shows, and Redis's own time per call of
+//! the script and of each command inside it (`INFO commandstats`).
 //!
 //! The client is deliberately minimal (blocking socket, one request at a time, a byte search for the
 //! end of each response): what the agents send, `{"serverId":…,"timestamp":…,"metrics":{…},"seq":…}`,
@@ -76,6 +77,26 @@ fn main() -> anyhow::Result<()> {
         requests as f64 / elapsed,
         redis_cpu * 1e6 / requests as f64
     );
+    // Redis's time per call of the script and of the commands inside it (`INFO commandstats`): what each
+    // costs Redis, which shares the machine's cores with the API.
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.connection())?;
+    for line in stats.lines() {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if let Some(command) = ["evalsha", "eval", "xadd", "publish", "xlen"]
+            .iter()
+            .find(|c| name == format!("cmdstat_{c}"))
+        {
+            let usec = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("usec_per_call="))
+                .unwrap_or("?");
+            println!("  redis {command}: {usec} µs per call");
+        }
+    }
     Ok(())
 }
 
