@@ -12,7 +12,11 @@
 //! is capped near 1 / (time per request): with the 8 connections this bench once used, about 5 000/s
 //! whatever the CPU. The HTTP/1.1 rows therefore use [`HTTP1_CONNECTIONS`] (64, as `wrk -c64` in issue
 //! #4), with as many agents (the agents need at least one per connection); the HTTP/2 rows multiplex
-//! many requests on each of their 2 connections, with 20 agents.
+//! many requests on each of their 2 connections. Every single-metric row has 64 agents (64 servers'
+//! windows for the workers, whichever the protocol), the batched rows 20, as before.
+//!
+//! **Rows are independent.** Each row starts its own `system1` on an emptied Redis (`FLUSHALL`): a
+//! saturated row's backlog would otherwise still be draining during the next row and count there.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,11 +30,14 @@ use tokio_util::sync::CancellationToken;
 /// HTTP/1.1 connections (and agents) of the HTTP/1.1 rows: enough that their count is not the limit.
 const HTTP1_CONNECTIONS: u64 = 64;
 
-/// HTTP/2 connections of the HTTP/2 rows (each multiplexes many requests), and agents of every other row.
+/// HTTP/2 connections of the HTTP/2 rows (each multiplexes many requests).
 const HTTP2_CONNECTIONS: u64 = 2;
 
-/// Agents (distinct `serverId`s) of the HTTP/2 rows.
-const AGENTS: u64 = 20;
+/// Agents (distinct `serverId`s) of the single-metric rows, over either protocol.
+const SINGLE_AGENTS: u64 = HTTP1_CONNECTIONS;
+
+/// Agents of the batched rows.
+const BATCH_AGENTS: u64 = 20;
 
 fn free_port() -> u16 {
     lab_testkit::free_port().expect("a free port")
@@ -97,12 +104,27 @@ fn start_system1(redis: &RedisServer, workers: u32) -> System1 {
     }
 }
 
+/// One row: an emptied Redis, a fresh `system1` with `workers` workers, then the agents.
+fn fresh_row(
+    runtime: &tokio::runtime::Runtime,
+    redis: &RedisServer,
+    workers: u32,
+    (protocol, batch, rate, seconds): (&str, u64, f64, u64),
+) -> Report {
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis.connection())
+        .expect("FLUSHALL");
+    let system1 = start_system1(redis, workers);
+    runtime.block_on(measure(&system1, protocol, batch, rate, seconds))
+}
+
 async fn measure(s: &System1, protocol: &str, batch: u64, rate: f64, seconds: u64) -> Report {
     let port = if protocol == "http2" { s.http2 } else { s.http };
-    let (agents, connections) = if protocol == "http2" {
-        (AGENTS, HTTP2_CONNECTIONS)
+    let agents = if batch == 1 { SINGLE_AGENTS } else { BATCH_AGENTS };
+    let connections = if protocol == "http2" {
+        HTTP2_CONNECTIONS
     } else {
-        (HTTP1_CONNECTIONS, HTTP1_CONNECTIONS)
+        HTTP1_CONNECTIONS
     };
     let args = [
         "agents".to_owned(),
@@ -211,13 +233,12 @@ fn main() {
         None => println!("Ceiling: redis-benchmark not available.\n"),
     }
     println!(
-        "Open loop; HTTP/1.1 rows: {HTTP1_CONNECTIONS} agents on {HTTP1_CONNECTIONS} connections; HTTP/2 rows: {AGENTS} agents on {HTTP2_CONNECTIONS} connections. ack = the HTTP response; e2e = `metric.processed` at a dashboard of the broadcaster; both from each metric's due time; {seconds} s per row after 1 s warm-up; load = the 1-minute load average after the row.\n"
+        "Open loop; single metrics: {SINGLE_AGENTS} agents, over HTTP/1.1 on {HTTP1_CONNECTIONS} connections, over HTTP/2 on {HTTP2_CONNECTIONS}; batches: {BATCH_AGENTS} agents on {HTTP2_CONNECTIONS} HTTP/2 connections; each row on a fresh system1 and an emptied Redis. ack = the HTTP response; e2e = `metric.processed` at a dashboard of the broadcaster; both from each metric's due time; {seconds} s per row after 1 s warm-up; load = the 1-minute load average after the row.\n"
     );
     println!(
         "| setting | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max | load |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let two = start_system1(&redis, 2);
     // --single: the single-metric rows only, at the rates where they saturate on 2 cores.
     let (http1_rates, http2_rates): (&[f64], &[f64]) = if single_only {
         (
@@ -231,11 +252,11 @@ fn main() {
         )
     };
     for &rate in http1_rates {
-        let r = runtime.block_on(measure(&two, "http1", 1, rate, seconds));
+        let r = fresh_row(&runtime, &redis, 2, ("http1", 1, rate, seconds));
         println!("{}", row("HTTP/1.1, single, 2 workers", &r));
     }
     for &rate in http2_rates {
-        let r = runtime.block_on(measure(&two, "http2", 1, rate, seconds));
+        let r = fresh_row(&runtime, &redis, 2, ("http2", 1, rate, seconds));
         println!("{}", row("HTTP/2, single, 2 workers", &r));
     }
     if single_only {
@@ -243,17 +264,15 @@ fn main() {
     }
     let mut saturation = None;
     for rate in [10_000.0, 20_000.0, 40_000.0, 80_000.0, 160_000.0] {
-        let r = runtime.block_on(measure(&two, "http2", 100, rate, seconds));
+        let r = fresh_row(&runtime, &redis, 2, ("http2", 100, rate, seconds));
         println!("{}", row("HTTP/2, batches of 100, 2 workers", &r));
         if !kept_up(&r) {
             break;
         }
         saturation = Some(rate);
     }
-    drop(two);
-    let one = start_system1(&redis, 1);
     for rate in [10_000.0, 20_000.0] {
-        let r = runtime.block_on(measure(&one, "http2", 100, rate, seconds));
+        let r = fresh_row(&runtime, &redis, 1, ("http2", 100, rate, seconds));
         println!("{}", row("HTTP/2, batches of 100, 1 worker", &r));
     }
     println!(
