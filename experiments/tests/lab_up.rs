@@ -91,6 +91,9 @@ fn it_runs_both_systems_for_a_set_time_and_summarises_them() {
     }
     assert_eq!(summary["system1"]["run"]["protocol"], "http1");
     assert_eq!(summary["system2"]["run"]["protocol"], "ws");
+    // One connection per simulated server (5 by default).
+    assert_eq!(summary["system1"]["run"]["connections"], 5);
+    assert_eq!(summary["system2"]["run"]["connections"], 5);
     for child in ["redis", "system1", "system2"] {
         assert!(all.contains(&format!("{child} is ready")), "{all}");
         assert!(

@@ -20,7 +20,7 @@ pub struct UpArgs {
     #[arg(long, env = "LAB_RATE", default_value_t = 200.0, value_parser = positive_rate)]
     pub rate: f64,
 
-    /// Simulated servers per system.
+    /// Simulated servers per system, each on its own connection (up to 64 connections).
     #[arg(long, env = "LAB_AGENTS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub agents: u64,
 
@@ -85,6 +85,9 @@ pub struct UpArgs {
     #[arg(long, value_name = "DIR")]
     pub logs: Option<PathBuf>,
 }
+
+/// The most connections one system's agents open: beyond it, simulated servers share connections.
+pub const MAX_CONNECTIONS: u64 = 64;
 
 fn positive_rate(s: &str) -> Result<f64, String> {
     let rate: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
@@ -196,6 +199,10 @@ impl UpArgs {
             self.rate.to_string(),
             "--agents".into(),
             self.agents.to_string(),
+            // Each simulated server on its own connection, as in the original lab, so that an
+            // HTTP/1.1 connection's one-request-at-a-time does not queue one server behind another.
+            "--connections".into(),
+            self.agents.min(MAX_CONNECTIONS).to_string(),
             "--batch".into(),
             self.batch.to_string(),
             "--duration".into(),
