@@ -360,7 +360,7 @@ fn a_service_that_cannot_start_is_named_with_the_end_of_its_log() {
         "{all}"
     );
     assert!(
-        all.contains("cannot connect to Redis"),
+        all.contains(&format!("cannot connect to Redis at 127.0.0.1:{nobody}")),
         "the log's tail is shown: {all}"
     );
     assert!(!all.contains("started agents"), "{all}");

@@ -187,7 +187,12 @@ impl Worker {
         let reader = client
             .get_multiplexed_async_connection_with_config(&reader_config)
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", redis.redis_host))?;
+            .with_context(|| {
+                format!(
+                    "cannot connect to Redis at {}",
+                    client.get_connection_info().addr()
+                )
+            })?;
         let writer_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)));
