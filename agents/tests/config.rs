@@ -176,6 +176,30 @@ fn an_unreachable_target_is_reported_not_hidden() {
 
 struct Sink(Child);
 
+impl Sink {
+    /// `agents sink` on a free port, once it accepts connections.
+    fn start() -> (Sink, u16) {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sink = Sink(
+            Command::new(env!("CARGO_BIN_EXE_agents"))
+                .args(["sink", "--port", &port.to_string()])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the sink did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (sink, port)
+    }
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -185,23 +209,7 @@ impl Drop for Sink {
 
 #[test]
 fn reports_of_two_processes_merge_into_one() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _sink = Sink(
-        Command::new(env!("CARGO_BIN_EXE_agents"))
-            .args(["sink", "--port", &port.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the sink did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_sink, port) = Sink::start();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, merged) = (
         dir.path().join("a.json"),
@@ -271,23 +279,7 @@ fn reports_of_two_processes_merge_into_one() {
 /// `--live-json`: one line per second on stdout, each that second's figures, beside the summary.
 #[test]
 fn live_json_prints_each_seconds_figures() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _sink = Sink(
-        Command::new(env!("CARGO_BIN_EXE_agents"))
-            .args(["sink", "--port", &port.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the sink did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_sink, port) = Sink::start();
     let out = agents(
         &[
             "--target",
