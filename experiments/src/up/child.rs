@@ -67,8 +67,6 @@ pub struct Child {
     pub log: PathBuf,
     /// The latest `--live-json` line, for agents.
     pub live: Option<watch::Receiver<Option<LiveSecond>>>,
-    /// When it was started.
-    pub started: Instant,
     /// Set once it has exited.
     pub status: Option<ExitStatus>,
 }
@@ -117,7 +115,6 @@ impl Child {
             _stdin: stdin,
             log,
             live,
-            started: Instant::now(),
             status: None,
         })
     }
