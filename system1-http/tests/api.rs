@@ -1,13 +1,15 @@
 //! System 1's ingest API against a real redis-server (lab-testkit), over HTTP/1.1 and HTTP/2.
 
+mod common;
+
 use std::time::Duration;
 
-use clap::Parser;
+use common::api_cli;
 use lab_testkit::{Fsync, RedisServer};
 use redis::Commands;
 use serde_json::{Value, json};
 use system1_http::api::IngestApi;
-use system1_http::config::{Cli, Role};
+use system1_http::config::Role;
 use tokio::sync::oneshot;
 
 struct Api {
@@ -16,21 +18,7 @@ struct Api {
 }
 
 async fn start_api(redis: &RedisServer, extra: &[&str]) -> Api {
-    let url = redis.url();
-    let mut args = vec![
-        "system1",
-        "--redis-url",
-        &url,
-        "api",
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--http2-port",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    let cli = Cli::try_parse_from(args).unwrap();
+    let cli = api_cli(redis, extra);
     let Role::Api(api) = &cli.role else { unreachable!() };
     let server = IngestApi::bind(api, &cli.redis).await.unwrap();
     let urls = server

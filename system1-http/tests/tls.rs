@@ -5,11 +5,13 @@
 //! The client is hyper over tokio-rustls, not reqwest, so that each test chooses exactly what ALPN
 //! offers and can read back what the server picked.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use common::api_cli;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use system1_http::api::IngestApi;
-use system1_http::config::{Cli, Role};
+use system1_http::config::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -34,26 +36,8 @@ struct Api {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-fn api_args(redis: &RedisServer, extra: &[&str]) -> Cli {
-    let url = redis.url();
-    let mut args = vec![
-        "system1",
-        "--redis-url",
-        &url,
-        "api",
-        "--host",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--http2-port",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    Cli::try_parse_from(args).unwrap()
-}
-
 async fn bind(redis: &RedisServer, extra: &[&str]) -> anyhow::Result<IngestApi> {
-    let cli = api_args(redis, extra);
+    let cli = api_cli(redis, extra);
     let Role::Api(api) = &cli.role else { unreachable!() };
     IngestApi::bind(api, &cli.redis).await
 }

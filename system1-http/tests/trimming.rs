@@ -2,43 +2,22 @@
 //! not a worker processed them, and every such drop is counted, by kind; a consumer whose pending
 //! entries were trimmed is not wedged by them.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use common::{GROUP, STREAM, api_cli, cli, pending, read_without_ack};
 use lab_testkit::RedisServer;
 use redis::Commands;
 use serde_json::{Value, json};
 use system1_http::api::IngestApi;
-use system1_http::config::{Cli, Role};
+use system1_http::config::Role;
 use system1_http::worker::{Outcome, Worker, WorkerStats, trimmed_key};
-
-const STREAM: &str = "metrics:stream";
-const GROUP: &str = "metrics-workers";
-
-fn cli(redis: &RedisServer, args: &[&str]) -> Cli {
-    let url = redis.url();
-    let mut all = vec!["system1", "--redis-url", &url];
-    all.extend_from_slice(args);
-    Cli::try_parse_from(all).unwrap()
-}
 
 /// Starts the API with a cap of 1 000 entries (the smallest allowed); returns its URL.
 async fn start_api(redis: &RedisServer) -> String {
-    let cli = cli(
-        redis,
-        &[
-            "api",
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--http2-port",
-            "0",
-            "--stream-maxlen",
-            "1000",
-        ],
-    );
+    let cli = api_cli(redis, &["--stream-maxlen", "1000"]);
     let Role::Api(args) = &cli.role else {
         unreachable!()
     };
@@ -84,21 +63,6 @@ async fn ingest(client: &reqwest::Client, url: &str, first_seq: u64, n: u64) {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 202);
-}
-
-/// A consumer reads `count` entries and never acknowledges them (it died, or is about to).
-fn read_without_ack(redis: &RedisServer, consumer: &str, count: usize) {
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg(&["GROUP", GROUP, consumer, "COUNT"])
-        .arg(count)
-        .arg(&["STREAMS", STREAM, ">"])
-        .query(&mut redis.connection())
-        .unwrap();
-}
-
-fn pending(redis: &RedisServer) -> usize {
-    let reply: redis::streams::StreamPendingReply = redis.connection().xpending(STREAM, GROUP).unwrap();
-    reply.count()
 }
 
 fn counted(redis: &RedisServer, field: &str) -> u64 {

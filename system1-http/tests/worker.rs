@@ -1,9 +1,12 @@
 //! System 1's workers against a real redis-server: batches, aggregation identical to System 2's,
 //! recovery of a dead consumer's entries, and redeliveries counted once.
 
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
+use common::{pending, read_without_ack};
 use lab_core::aggregate::{ServerWindows, WindowSpec, WindowSummaries};
 use lab_core::wire::system1::to_stream_fields;
 use lab_core::{Metric, Network, Readings};
@@ -54,14 +57,6 @@ fn append(redis: &RedisServer, metrics: &[Metric]) -> Vec<String> {
 fn latest_windows(redis: &RedisServer, server: &str) -> WindowSummaries {
     let text: String = redis.connection().hget(latest_key(server), "windows").unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn pending(redis: &RedisServer) -> usize {
-    let reply: redis::streams::StreamPendingReply = redis
-        .connection()
-        .xpending("metrics:stream", "metrics-workers")
-        .unwrap();
-    reply.count()
 }
 
 #[tokio::test]
@@ -192,19 +187,7 @@ async fn a_dead_consumers_entries_are_claimed_and_finished() {
             .collect::<Vec<_>>(),
     );
     // A consumer reads the batch and dies before processing it: the entries stay pending with it.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg(&[
-            "GROUP",
-            "metrics-workers",
-            "dead",
-            "COUNT",
-            "10",
-            "STREAMS",
-            "metrics:stream",
-            ">",
-        ])
-        .query(&mut redis.connection())
-        .unwrap();
+    read_without_ack(&redis, "dead", 10);
     assert_eq!(pending(&redis), 5);
     assert_eq!(
         survivor.process_batch().await.unwrap(),
@@ -434,19 +417,7 @@ async fn after_a_redis_outage_workers_resume_from_their_pending_list() {
             .collect::<Vec<_>>(),
     );
     // The batch this worker had read when Redis died.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg(&[
-            "GROUP",
-            "metrics-workers",
-            "w1",
-            "COUNT",
-            "10",
-            "STREAMS",
-            "metrics:stream",
-            ">",
-        ])
-        .query(&mut redis.connection())
-        .unwrap();
+    read_without_ack(&redis, "w1", 10);
     redis.stop();
     assert!(w.process_batch().await.is_err(), "Redis is down");
     redis.restart().unwrap();
