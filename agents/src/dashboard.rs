@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::recorder::Recorder;
 
+/// How long the server may take to confirm a subscription.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Deserialize)]
 struct Frame {
     #[serde(rename = "type")]
@@ -34,6 +37,11 @@ struct Payload {
     timestamp: f64,
     #[serde(default)]
     seq: Option<u64>,
+    /// The seq range a coalesced update stands for (protocol.md: "Coalescing is never silent").
+    #[serde(rename = "firstSeq", default)]
+    first_seq: Option<u64>,
+    #[serde(rename = "lastSeq", default)]
+    last_seq: Option<u64>,
 }
 
 /// Which of this run's agents a server id belongs to (1-based), if any.
@@ -75,21 +83,36 @@ pub async fn subscribe(
             }
         };
         backoff = Duration::from_millis(100);
-        let register = r#"{"type":"register","role":"dashboard","serverId":null}"#;
+        // System 2 is asked for batched updates: as many payloads per frame as are ready, each with
+        // its own timestamp, so every latency stays exact while the instrument parses fewer frames
+        // (the server never waits to fill a batch).
+        let register = r#"{"type":"register","role":"dashboard","serverId":null,"batchUpdates":true}"#;
         let subscribe = r#"{"type":"subscribe","serverId":null}"#;
         if ws.send(Message::Text(register.into())).await.is_err()
             || ws.send(Message::Text(subscribe.into())).await.is_err()
         {
             continue;
         }
-        // Give the subscription a moment to be registered before the run starts sending.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Some(ready) = ready.take() {
-            let _ = ready.send(Ok(()));
-        }
+        // The run starts sending once the server has confirmed the subscription (`register.ack` or
+        // `subscription.ack`), so no early update is missed; a fixed pause would be a guess.
+        let subscribed_by = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
+        let mut subscribed = false;
         loop {
             let message = tokio::select! {
                 m = ws.next() => m,
+                _ = tokio::time::sleep_until(subscribed_by), if !subscribed => {
+                    let reason = format!("the dashboard endpoint {url} did not confirm the subscription within {SUBSCRIBE_TIMEOUT:?}");
+                    match ready.take() {
+                        Some(ready) => {
+                            let _ = ready.send(Err(reason));
+                            return;
+                        }
+                        None => {
+                            recorder.error("dashboard: no subscription ack", 1);
+                            break;
+                        }
+                    }
+                }
                 _ = stop.cancelled() => {
                     let _ = ws.close(None).await;
                     return;
@@ -103,11 +126,19 @@ pub async fn subscribe(
                     let payloads: Vec<Payload> = match frame.kind.as_str() {
                         "metric.update" | "metric.processed" => frame.payload.into_iter().collect(),
                         "metric.updates" => frame.items.unwrap_or_default(),
+                        "register.ack" | "subscription.ack" => {
+                            subscribed = true;
+                            if let Some(ready) = ready.take() {
+                                let _ = ready.send(Ok(()));
+                            }
+                            continue;
+                        }
                         _ => continue,
                     };
                     for p in payloads {
                         if let Some(index) = agent_index(&p.server_id, &prefix, agents) {
-                            recorder.delivered(index, p.seq, p.timestamp);
+                            let covers = p.first_seq.zip(p.last_seq);
+                            recorder.delivered(index, p.seq, p.timestamp, covers);
                         }
                     }
                 }

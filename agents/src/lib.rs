@@ -183,9 +183,9 @@ pub async fn run(args: RunArgs, stop: CancellationToken, progress: bool) -> anyh
     if let Some(task) = dashboard {
         let deadline = tokio::time::Instant::now() + args.cooldown;
         while tokio::time::Instant::now() < deadline {
-            let (distinct, _) = recorder.seq_counts();
+            let accounted = recorder.seq_counts().accounted();
             let expected = recorder.acked.load(Ordering::Relaxed);
-            if args.wire == Wire::Lab && distinct >= expected {
+            if args.wire == Wire::Lab && accounted >= expected {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -236,8 +236,7 @@ impl Live {
         self.acked.push_back(recorder.acked.load(Ordering::Relaxed));
         let overdue = if self.acked.len() > report::OVERDUE_AFTER_SECS {
             let acked_then = self.acked.pop_front().unwrap_or(0);
-            let (distinct, _) = recorder.seq_counts();
-            Some(acked_then.saturating_sub(distinct))
+            Some(acked_then.saturating_sub(recorder.seq_counts().accounted()))
         } else {
             Some(0)
         };
@@ -245,6 +244,7 @@ impl Live {
             second: second.clone(),
             errors: recorder.errors().values().sum(),
             overdue: if self.counts_loss { overdue } else { None },
+            coalesced: self.counts_loss.then(|| recorder.seq_counts().coalesced),
             ack_latency_ms: Percentiles::of(&ack_now),
             e2e_latency_ms: Percentiles::of(&e2e_now),
         };
@@ -267,10 +267,10 @@ fn build_report(
     let acked = recorder.acked.load(Ordering::Relaxed);
     let refused = recorder.refused.load(Ordering::Relaxed);
     let errors_by_kind = recorder.errors();
-    let (distinct, duplicates) = recorder.seq_counts();
+    let seqs = recorder.seq_counts();
     let has_seq = args.wire == Wire::Lab;
     let lost = match (&args.dashboard, has_seq) {
-        (Some(_), true) => Some(sent.saturating_sub(refused).saturating_sub(distinct)),
+        (Some(_), true) => Some(sent.saturating_sub(refused).saturating_sub(seqs.accounted())),
         (Some(_), false) => None,
         (None, _) => Some(sent.saturating_sub(refused).saturating_sub(acked)),
     };
@@ -298,7 +298,8 @@ fn build_report(
         acked,
         errors: errors_by_kind.values().sum(),
         lost,
-        duplicates: (args.dashboard.is_some() && has_seq).then_some(duplicates),
+        duplicates: (args.dashboard.is_some() && has_seq).then_some(seqs.duplicates),
+        coalesced: (args.dashboard.is_some() && has_seq).then_some(seqs.coalesced),
         intended_rate: args.total_rate(),
         achieved_rate: if measured_secs > 0.0 {
             recorder.acked_measured.load(Ordering::Relaxed) as f64 / measured_secs

@@ -19,39 +19,116 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
-/// Which metrics of which agent a dashboard has seen: one bit per `seq`.
+/// Most `seq`s one coalesced update may say it covers (`lastSeq − firstSeq`). A wider range is not
+/// believed: marking it would cost memory in proportion to a number the server chose.
+pub const MAX_COALESCED_SPAN: u64 = 1 << 20;
+
+/// Which metrics of which agent a dashboard has accounted for: one bit per `seq` seen in an update of
+/// its own, and one per `seq` covered by a coalesced update (delivered as part of an aggregate).
 #[derive(Debug, Default)]
 pub struct SeqTracker {
-    /// Per agent (index − 1), a bitset of seen `seq`s.
+    /// Per agent (index − 1), a bitset of `seq`s seen in their own update.
     seen: Vec<Vec<u64>>,
-    /// Distinct metrics seen.
+    /// Per agent, a bitset of `seq`s covered only by a coalesced update.
+    covered: Vec<Vec<u64>>,
+    /// Distinct metrics seen in their own update.
     pub distinct: u64,
     /// Metrics seen more than once.
     pub duplicates: u64,
+    /// Distinct metrics never seen on their own but covered by a coalesced update.
+    pub coalesced: u64,
+}
+
+/// Whether bit `seq` is set in `bits`, setting it.
+fn test_and_set(bits: &mut Vec<u64>, seq: u64) -> bool {
+    let (word, bit) = ((seq / 64) as usize, seq % 64);
+    if bits.len() <= word {
+        bits.resize(word + 1, 0);
+    }
+    let was = bits[word] & (1 << bit) != 0;
+    bits[word] |= 1 << bit;
+    was
+}
+
+/// Clears bit `seq` in `bits`; whether it was set.
+fn test_and_clear(bits: &mut [u64], seq: u64) -> bool {
+    let (word, bit) = ((seq / 64) as usize, seq % 64);
+    match bits.get_mut(word) {
+        Some(w) if *w & (1 << bit) != 0 => {
+            *w &= !(1 << bit);
+            true
+        }
+        _ => false,
+    }
 }
 
 impl SeqTracker {
+    fn agent(&mut self, index: usize) {
+        if self.seen.len() < index {
+            self.seen.resize_with(index, Vec::new);
+            self.covered.resize_with(index, Vec::new);
+        }
+    }
+
     /// Records that agent `index` (1-based) delivered `seq`; returns whether it was a duplicate.
     pub fn see(&mut self, index: usize, seq: u64) -> bool {
         if index == 0 {
             return false;
         }
-        if self.seen.len() < index {
-            self.seen.resize_with(index, Vec::new);
-        }
-        let bits = &mut self.seen[index - 1];
-        let (word, bit) = ((seq / 64) as usize, seq % 64);
-        if bits.len() <= word {
-            bits.resize(word + 1, 0);
-        }
-        let duplicate = bits[word] & (1 << bit) != 0;
-        bits[word] |= 1 << bit;
+        self.agent(index);
+        let duplicate = test_and_set(&mut self.seen[index - 1], seq);
         if duplicate {
             self.duplicates += 1;
         } else {
             self.distinct += 1;
+            // Seen on its own after all (updates of one server can be reordered): no longer counted
+            // as coalesced.
+            if test_and_clear(&mut self.covered[index - 1], seq) {
+                self.coalesced -= 1;
+            }
         }
         duplicate
+    }
+
+    /// Records that an update of agent `index` stood for the `seq`s `first..=last`: each not seen on
+    /// its own is counted as coalesced. Returns how many were newly counted, or `None` for a range
+    /// wider than [`MAX_COALESCED_SPAN`] (not believed, nothing recorded).
+    pub fn cover(&mut self, index: usize, first: u64, last: u64) -> Option<u64> {
+        if index == 0 || last < first || last - first > MAX_COALESCED_SPAN {
+            return None;
+        }
+        self.agent(index);
+        let mut newly = 0;
+        for seq in first..=last {
+            let seen = &self.seen[index - 1];
+            let (word, bit) = ((seq / 64) as usize, seq % 64);
+            if seen.get(word).is_some_and(|w| w & (1 << bit) != 0) {
+                continue;
+            }
+            if !test_and_set(&mut self.covered[index - 1], seq) {
+                newly += 1;
+            }
+        }
+        self.coalesced += newly;
+        Some(newly)
+    }
+}
+
+/// What a dashboard accounted for by `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqCounts {
+    /// Metrics seen in an update of their own.
+    pub distinct: u64,
+    /// Metrics seen more than once.
+    pub duplicates: u64,
+    /// Metrics only covered by a coalesced update.
+    pub coalesced: u64,
+}
+
+impl SeqCounts {
+    /// Metrics the dashboard reflected, one way or the other.
+    pub fn accounted(&self) -> u64 {
+        self.distinct + self.coalesced
     }
 }
 
@@ -120,15 +197,20 @@ impl Recorder {
     }
 
     /// A dashboard delivered the metric `seq` of agent `index`, stamped `timestamp` (its due time).
-    pub fn delivered(&self, index: usize, seq: Option<u64>, timestamp: f64) {
+    /// `covers` is the `firstSeq..=lastSeq` range of a coalesced update: the earlier metrics it stands
+    /// for are counted as coalesced, not lost (their latency is unknown: only this one's is recorded).
+    pub fn delivered(&self, index: usize, seq: Option<u64>, timestamp: f64, covers: Option<(u64, u64)>) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        let duplicate = match seq {
-            Some(seq) => self
-                .seqs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .see(index, seq),
-            None => false,
+        let duplicate = {
+            let mut seqs = self.seqs.lock().unwrap_or_else(|e| e.into_inner());
+            let duplicate = seq.is_some_and(|seq| seqs.see(index, seq));
+            if let Some((first, last)) = covers
+                && seqs.cover(index, first, last).is_none()
+            {
+                drop(seqs);
+                self.error("dashboard: implausible coalesced range", 1);
+            }
+            duplicate
         };
         if !duplicate && timestamp >= self.measure_from_ms {
             let _ = self
@@ -170,10 +252,14 @@ impl Recorder {
         self.e2e.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// (distinct, duplicates) delivered.
-    pub fn seq_counts(&self) -> (u64, u64) {
+    /// What the dashboard accounted for by `seq`.
+    pub fn seq_counts(&self) -> SeqCounts {
         let s = self.seqs.lock().unwrap_or_else(|e| e.into_inner());
-        (s.distinct, s.duplicates)
+        SeqCounts {
+            distinct: s.distinct,
+            duplicates: s.duplicates,
+            coalesced: s.coalesced,
+        }
     }
 }
 
@@ -190,6 +276,23 @@ mod tests {
         assert!(t.see(1, 0));
         assert!(t.see(1, 1000));
         assert_eq!((t.distinct, t.duplicates), (3, 2));
+    }
+
+    #[test]
+    fn a_coalesced_range_counts_what_was_not_seen_on_its_own() {
+        let mut t = SeqTracker::default();
+        t.see(1, 0);
+        t.see(1, 5);
+        // The update of seq 5 stood for 1..=5: 1–4 are coalesced; 5 was seen.
+        assert_eq!(t.cover(1, 1, 5), Some(4));
+        assert_eq!((t.distinct, t.coalesced), (2, 4));
+        assert_eq!(t.cover(1, 3, 5), Some(0), "covered twice counts once");
+        // Seq 3 arrives on its own after all: it moves from coalesced to distinct.
+        assert!(!t.see(1, 3));
+        assert_eq!((t.distinct, t.coalesced), (3, 3));
+        assert_eq!(t.cover(1, 7, 6), None, "an inverted range");
+        assert_eq!(t.cover(1, 0, MAX_COALESCED_SPAN + 1), None, "too wide to believe");
+        assert_eq!(t.coalesced, 3, "nothing recorded for a range not believed");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The report of a run: a human summary, and `--json` for the experiments.
 //!
-//! The top-level keys `sent`, `acked`, `errors`, `lost`, `duplicates`, `intended_rate`, `achieved_rate`,
+//! The top-level keys `sent`, `acked`, `errors`, `lost`, `coalesced`, `duplicates`, `intended_rate`, `achieved_rate`,
 //! `ack_latency_ms` and `e2e_latency_ms` (each with `p50`, `p90`, `p99`, `p999`, `max`, in
 //! milliseconds) are a stable interface: the experiments and `lab up` read them. The histograms travel
 //! along in HdrHistogram's compressed V2 format (base64), so that reports of agents run in several
@@ -82,6 +82,10 @@ pub struct LiveSecond {
     /// Metrics acknowledged at least [`OVERDUE_AFTER_SECS`] seconds ago that the dashboard has not
     /// delivered: a lower bound of the loss so far (`null` without a dashboard or without `seq`).
     pub overdue: Option<u64>,
+    /// Metrics so far that the dashboard got only inside a coalesced update (not lost; `null` without
+    /// a dashboard or without `seq`).
+    #[serde(default)]
+    pub coalesced: Option<u64>,
     /// Ack latency of this second's acks.
     pub ack_latency_ms: Percentiles,
     /// End-to-end latency of this second's deliveries.
@@ -97,9 +101,15 @@ pub struct Report {
     pub acked: u64,
     /// Errors of every kind (see `errors_by_kind`).
     pub errors: u64,
-    /// Metrics sent and not refused that never arrived: at the dashboard when one was measured, else
-    /// never acknowledged. `null` when it cannot be known (`--wire original` has no `seq`).
+    /// Metrics sent and not refused that never arrived: at the dashboard when one was measured (neither
+    /// in an update of their own nor covered by a coalesced one), else never acknowledged. `null`
+    /// when it cannot be known (`--wire original` has no `seq`).
     pub lost: Option<u64>,
+    /// Metrics the dashboard got only as part of a coalesced update (it fell behind, and the server
+    /// sent the latest state of their server in their place, saying so): delivered as an aggregate,
+    /// not lost. Their end-to-end latency is not measured. `null` without a dashboard or `seq`.
+    #[serde(default)]
+    pub coalesced: Option<u64>,
     /// Metrics a dashboard delivered more than once (`null` without a dashboard or without `seq`).
     pub duplicates: Option<u64>,
     /// Metrics per second asked for.
@@ -231,6 +241,7 @@ impl Report {
             out.retries += r.retries;
             out.delivered += r.delivered;
             out.lost = out.lost.zip(r.lost).map(|(a, b)| a + b);
+            out.coalesced = out.coalesced.zip(r.coalesced).map(|(a, b)| a + b);
             out.duplicates = out.duplicates.zip(r.duplicates).map(|(a, b)| a + b);
             out.intended_rate += r.intended_rate;
             out.achieved_rate += r.achieved_rate;
@@ -277,6 +288,7 @@ impl Report {
             acked: 0,
             errors: 0,
             lost: None,
+            coalesced: None,
             duplicates: None,
             intended_rate: 0.0,
             achieved_rate: 0.0,
@@ -356,9 +368,10 @@ impl fmt::Display for Report {
         )?;
         let lost = self.lost.map_or("unknown (no seq)".into(), |n| n.to_string());
         let dup = self.duplicates.map_or("unknown".into(), |n| n.to_string());
+        let coalesced = self.coalesced.map_or("unknown".into(), |n| n.to_string());
         writeln!(
             f,
-            "  delivery    delivered {}, lost {lost}, duplicates {dup}",
+            "  delivery    delivered {}, coalesced {coalesced} (in a later update of their server), lost {lost}, duplicates {dup}",
             self.delivered
         )?;
         for (name, p) in [

@@ -34,6 +34,9 @@ struct Behaviour {
     drop_some: bool,
     /// Dashboard updates of metrics whose seq % 5 == 0 are sent twice.
     duplicate_some: bool,
+    /// Dashboard updates of metrics whose seq % 4 == 3 are coalesced into the next one, which says so
+    /// (`"coalesced":1`, `firstSeq`, `lastSeq`), as a server with a slow dashboard does.
+    coalesce_some: bool,
 }
 
 #[derive(Clone)]
@@ -122,6 +125,8 @@ async fn session(socket: WebSocket, state: TestState) {
         match parse_client_frame(text.as_bytes()) {
             Ok(ClientFrame::Register(r)) if r.role == lab_core::wire::system2::Role::Dashboard => {
                 dashboard = Some(state.updates.subscribe());
+                let ack = r#"{"type":"register.ack","role":"dashboard","serverFilter":null}"#;
+                let _ = out.send((tokio::time::Instant::now(), ack.into()));
             }
             Ok(ClientFrame::Metric(m)) => {
                 publish(&state, &m);
@@ -151,7 +156,16 @@ fn publish(state: &TestState, m: &lab_core::Metric) {
     if state.behaviour.drop_some && seq % 4 == 3 {
         return;
     }
-    let seq_field = m.seq.map(|s| format!(r#","seq":{s}"#)).unwrap_or_default();
+    if state.behaviour.coalesce_some && seq % 4 == 3 {
+        return;
+    }
+    let mut seq_field = m.seq.map(|s| format!(r#","seq":{s}"#)).unwrap_or_default();
+    if state.behaviour.coalesce_some && seq % 4 == 0 && seq > 0 {
+        seq_field.push_str(&format!(
+            r#","coalesced":1,"firstSeq":{},"lastSeq":{seq}"#,
+            seq - 1
+        ));
+    }
     let update = format!(
         r#"{{"type":"metric.update","payload":{{"serverId":"{}","timestamp":{}{seq_field},"windows":{{}}}}}}"#,
         m.server_id, m.timestamp
@@ -338,11 +352,45 @@ async fn loss_and_duplicates_are_counted_by_seq() {
     assert_eq!(r.acked, 400);
     // seq % 4 == 3 never arrives: 100 of 400.
     assert_eq!(r.lost, Some(100));
+    assert_eq!(r.coalesced, Some(0), "nothing said they were coalesced");
     // seq % 5 == 0 arrives twice, unless dropped (seq % 20 == 15): 80 − 20.
     assert_eq!(r.duplicates, Some(60));
     assert_eq!(
         r.e2e_latency_ms.count, 300,
         "one latency per distinct metric delivered"
+    );
+}
+
+#[tokio::test]
+async fn coalesced_metrics_are_counted_apart_from_lost_ones() {
+    let (addr, _) = test_server(Behaviour {
+        coalesce_some: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let url = format!("ws://{addr}");
+    let r = run(&[
+        "--target",
+        &url,
+        "--dashboard",
+        &url,
+        "--agents",
+        "1",
+        "--rate",
+        "400",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    assert_eq!((r.sent, r.acked), (400, 400));
+    // seq % 4 == 3 comes only inside the next update, except the last one (399), which nothing
+    // follows: 99 coalesced, 1 lost.
+    assert_eq!(r.coalesced, Some(99));
+    assert_eq!(r.lost, Some(1));
+    assert_eq!(r.duplicates, Some(0));
+    assert_eq!(
+        r.e2e_latency_ms.count, 300,
+        "coalesced metrics have no latency of their own"
     );
 }
 

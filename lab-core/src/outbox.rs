@@ -7,9 +7,12 @@
 //!    every update, in order, as the original lab promised;
 //! 2. when the queue is full, the update is **coalesced**: kept as the latest update of its server,
 //!    replacing an older one not yet sent. The dashboard will miss intermediate updates but not the
-//!    newest state of any server;
+//!    newest state of any server, and it is *told* what it missed: the update it gets carries
+//!    `"coalesced":k` (how many earlier updates it stands for) and `"firstSeq"`/`"lastSeq"` (the
+//!    range of `seq`s it covers, its own included), so a client counts those metrics as delivered as
+//!    an aggregate, never as lost;
 //! 3. when as many servers again are waiting as coalesced, a further server's update is **dropped**,
-//!    and counted;
+//!    and counted (per dashboard and in total);
 //! 4. a dashboard whose queue stays full longer than the slow-dashboard limit is closed (code 1008) by
 //!    its connection task: it is better told than silently starved.
 //!
@@ -32,11 +35,18 @@ pub const UPDATE_PREFIX: &str = r#"{"type":"metric.update","payload":"#;
 pub trait FrameText: Clone + Deref<Target = str> + From<String> + Send + Sync + 'static {}
 impl<T: Clone + Deref<Target = str> + From<String> + Send + Sync + 'static> FrameText for T {}
 
+/// The key that opens an update's payload object in a frame: where coalescing fields are inserted.
+const PAYLOAD_KEY: &str = r#""payload":{"#;
+
 /// One server's update, serialized once and shared by every dashboard that receives it.
 #[derive(Debug)]
 pub struct Update<F> {
-    /// Whose update this is: the key for coalescing.
+    /// Whose update this is: the key for coalescing (System 1's broadcaster adds the event's type to
+    /// it, so that only events of one kind coalesce).
     pub server_id: String,
+    /// The `seq` of the metric it carries, if it had one: what a coalesced update reports as the range
+    /// it covers.
+    pub seq: Option<u64>,
     /// The whole frame as sent.
     pub frame: F,
 }
@@ -50,14 +60,57 @@ impl<F: FrameText> Update<F> {
         frame.push('}');
         Update {
             server_id: server_id.to_owned(),
+            seq: None,
             frame: frame.into(),
         }
     }
 
-    /// A frame relayed as it is (System 1's pub/sub events).
+    /// A frame relayed as it is (System 1's events). If it coalesces, its `payload` object gains the
+    /// coalescing fields.
     pub fn verbatim(server_id: &str, frame: F) -> Self {
         Update {
             server_id: server_id.to_owned(),
+            seq: None,
+            frame,
+        }
+    }
+
+    /// The same update, knowing the `seq` of its metric.
+    pub fn with_seq(mut self, seq: Option<u64>) -> Self {
+        self.seq = seq;
+        self
+    }
+
+    /// This update standing for `coalesced` earlier ones of its server: the frame with
+    /// `"coalesced":k,"firstSeq":a,"lastSeq":b` (the seq fields where known) at the start of its payload
+    /// object. A frame without a payload object is returned unchanged.
+    fn annotated(&self, coalesced: u64, seqs: Option<(u64, u64)>) -> Update<F> {
+        let mut fields = format!(r#""coalesced":{coalesced},"#);
+        if let Some((first, last)) = seqs {
+            fields.push_str(&format!(r#""firstSeq":{first},"lastSeq":{last},"#));
+        }
+        let frame: &str = &self.frame;
+        let frame = match frame.find(PAYLOAD_KEY) {
+            Some(at) => {
+                let split = at + PAYLOAD_KEY.len();
+                let (head, tail) = frame.split_at(split);
+                // An empty payload object takes the fields without their trailing comma.
+                let fields = if tail.starts_with('}') {
+                    fields.trim_end_matches(',')
+                } else {
+                    &fields
+                };
+                let mut out = String::with_capacity(frame.len() + fields.len());
+                out.push_str(head);
+                out.push_str(fields);
+                out.push_str(tail);
+                F::from(out)
+            }
+            None => self.frame.clone(),
+        };
+        Update {
+            server_id: self.server_id.clone(),
+            seq: self.seq,
             frame,
         }
     }
@@ -76,7 +129,11 @@ impl<F: FrameText> Update<F> {
 pub enum Pushed {
     /// Queued: it will be sent.
     Queued,
-    /// Kept as its server's latest (replacing an older unsent one, if any).
+    /// Kept as its server's latest in the coalescing table, where no older one was waiting: it will be
+    /// sent, and nothing was superseded.
+    Kept,
+    /// Kept as its server's latest, superseding an older unsent one: the older one is now *coalesced*
+    /// into it (and will be reported as such when it is sent).
     Coalesced,
     /// Dropped: the queue and the coalescing table are both full.
     Dropped,
@@ -113,9 +170,53 @@ pub struct Outbox<F> {
 #[derive(Debug)]
 struct State<F> {
     queue: VecDeque<Arc<Update<F>>>,
-    latest: HashMap<String, Arc<Update<F>>>,
+    latest: HashMap<String, Slot<F>>,
     /// Since when the queue has been full (or, for `maxHz`, the table), if it is.
     backed_up_since: Option<Instant>,
+    /// Updates superseded in the table, since the outbox was made.
+    coalesced: u64,
+    /// Updates dropped because the table was full, since the outbox was made.
+    dropped: u64,
+}
+
+/// A server's place in the coalescing table: its latest update, and what that update stands for.
+#[derive(Debug)]
+struct Slot<F> {
+    update: Arc<Update<F>>,
+    /// Earlier updates of this server it superseded.
+    replaced: u64,
+    /// The lowest and highest `seq` among those and itself, where known.
+    seqs: Option<(u64, u64)>,
+}
+
+impl<F: FrameText> Slot<F> {
+    fn new(update: &Arc<Update<F>>) -> Self {
+        Slot {
+            update: update.clone(),
+            replaced: 0,
+            seqs: update.seq.map(|s| (s, s)),
+        }
+    }
+
+    /// `update` supersedes the one held.
+    fn supersede(&mut self, update: &Arc<Update<F>>) {
+        self.replaced += 1;
+        self.seqs = match (self.seqs, update.seq) {
+            (Some((first, last)), Some(s)) => Some((first.min(s), last.max(s))),
+            (seqs, None) => seqs,
+            (None, Some(s)) => Some((s, s)),
+        };
+        self.update = update.clone();
+    }
+
+    /// What is sent: the update, annotated if it stands for others.
+    fn into_update(self) -> Arc<Update<F>> {
+        if self.replaced == 0 {
+            self.update
+        } else {
+            Arc::new(self.update.annotated(self.replaced, self.seqs))
+        }
+    }
 }
 
 impl<F> Default for State<F> {
@@ -124,6 +225,8 @@ impl<F> Default for State<F> {
             queue: VecDeque::new(),
             latest: HashMap::new(),
             backed_up_since: None,
+            coalesced: 0,
+            dropped: 0,
         }
     }
 }
@@ -157,13 +260,17 @@ impl<F: FrameText> Outbox<F> {
                 let table_full = s.latest.len() >= self.capacity;
                 let outcome = match s.latest.get_mut(&update.server_id) {
                     Some(slot) => {
-                        *slot = update.clone();
+                        slot.supersede(update);
+                        s.coalesced += 1;
                         Pushed::Coalesced
                     }
-                    None if table_full => Pushed::Dropped,
+                    None if table_full => {
+                        s.dropped += 1;
+                        Pushed::Dropped
+                    }
                     None => {
-                        s.latest.insert(update.server_id.clone(), update.clone());
-                        Pushed::Coalesced
+                        s.latest.insert(update.server_id.clone(), Slot::new(update));
+                        Pushed::Kept
                     }
                 };
                 let backed_up = self.preferences.max_hz.is_none() || table_full;
@@ -197,8 +304,8 @@ impl<F: FrameText> Outbox<F> {
         if out.len() < max && !s.latest.is_empty() {
             let keys: Vec<String> = s.latest.keys().take(max - out.len()).cloned().collect();
             for key in keys {
-                if let Some(update) = s.latest.remove(&key) {
-                    out.push(update);
+                if let Some(slot) = s.latest.remove(&key) {
+                    out.push(slot.into_update());
                 }
             }
         }
@@ -225,6 +332,13 @@ impl<F: FrameText> Outbox<F> {
     pub fn depth(&self) -> (usize, usize) {
         let s = self.state();
         (s.queue.len(), s.latest.len())
+    }
+
+    /// (coalesced, dropped) updates since this outbox was made, for monitoring: what this dashboard
+    /// got as aggregates, and what it never got.
+    pub fn losses(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.coalesced, s.dropped)
     }
 }
 
@@ -278,9 +392,13 @@ mod tests {
         let o = every_update(2);
         o.push(&update("a", 0));
         o.push(&update("a", 1));
-        assert_eq!(o.push(&update("a", 2)), Pushed::Coalesced);
+        assert_eq!(
+            o.push(&update("a", 2)),
+            Pushed::Kept,
+            "a's first place in the table"
+        );
         assert_eq!(o.push(&update("a", 3)), Pushed::Coalesced, "replaces a/2");
-        assert_eq!(o.push(&update("b", 0)), Pushed::Coalesced);
+        assert_eq!(o.push(&update("b", 0)), Pushed::Kept);
         assert_eq!(
             o.push(&update("c", 0)),
             Pushed::Dropped,
@@ -291,6 +409,7 @@ mod tests {
             Pushed::Coalesced,
             "a known server still coalesces"
         );
+        assert_eq!(o.losses(), (2, 1));
         assert!(o.backed_up_for().is_some());
         let sent = payloads(&o.take(10));
         assert_eq!(
@@ -299,8 +418,75 @@ mod tests {
         );
         let mut latest = sent[2..].to_vec();
         latest.sort();
-        assert_eq!(latest, [r#"{"serverId":"a","n":3}"#, r#"{"serverId":"b","n":1}"#]);
+        assert_eq!(
+            latest,
+            [
+                r#"{"coalesced":1,"serverId":"a","n":3}"#,
+                r#"{"coalesced":1,"serverId":"b","n":1}"#
+            ],
+            "each says it stands for one earlier update"
+        );
         assert_eq!(o.backed_up_for(), None, "drained: no longer backed up");
+    }
+
+    #[test]
+    fn a_coalesced_update_names_the_seqs_it_covers() {
+        let o = every_update(1);
+        let seq = |n: u64| {
+            Arc::new(Update::new("a", &format!(r#"{{"serverId":"a","seq":{n}}}"#)).with_seq(Some(n)))
+        };
+        assert_eq!(o.push(&seq(10)), Pushed::Queued);
+        assert_eq!(o.push(&seq(11)), Pushed::Kept);
+        assert_eq!(o.push(&seq(12)), Pushed::Coalesced);
+        assert_eq!(o.push(&seq(13)), Pushed::Coalesced);
+        let sent: Vec<String> = o.take(10).iter().map(|u| u.frame.clone()).collect();
+        assert_eq!(
+            sent,
+            [
+                r#"{"type":"metric.update","payload":{"serverId":"a","seq":10}}"#,
+                r#"{"type":"metric.update","payload":{"coalesced":2,"firstSeq":11,"lastSeq":13,"serverId":"a","seq":13}}"#,
+            ]
+        );
+        // Out of order, the range is still the lowest and highest seq covered.
+        o.push(&seq(20));
+        o.push(&seq(25));
+        o.push(&seq(21));
+        let sent = o.take(10);
+        assert!(
+            sent[1]
+                .frame
+                .contains(r#""coalesced":1,"firstSeq":21,"lastSeq":25,"#),
+            "{}",
+            sent[1].frame
+        );
+        assert_eq!(o.losses(), (3, 0));
+    }
+
+    #[test]
+    fn verbatim_frames_are_annotated_inside_their_payload() {
+        let o = every_update(1);
+        let event = |n: u64| {
+            let frame = format!(
+                r#"{{"type":"metric.processed","entryId":"1-{n}","payload":{{"serverId":"s","seq":{n}}}}}"#
+            );
+            Arc::new(Update::verbatim("s", frame).with_seq(Some(n)))
+        };
+        o.push(&event(0));
+        o.push(&event(1));
+        o.push(&event(2));
+        let sent = o.take(10);
+        assert_eq!(
+            sent[1].frame,
+            r#"{"type":"metric.processed","entryId":"1-2","payload":{"coalesced":1,"firstSeq":1,"lastSeq":2,"serverId":"s","seq":2}}"#
+        );
+        let empty: Update<String> = Update::verbatim("s", r#"{"payload":{}}"#.to_owned());
+        assert_eq!(empty.annotated(3, None).frame, r#"{"payload":{"coalesced":3}}"#);
+        let none: Update<String> = Update::verbatim("s", r#"{"type":"x"}"#.to_owned());
+        assert_eq!(
+            none.annotated(3, None).frame,
+            r#"{"type":"x"}"#,
+            "no payload: unchanged"
+        );
     }
 
     #[test]
@@ -314,12 +500,23 @@ mod tests {
             },
             10,
         );
-        for n in 0..100 {
+        assert_eq!(o.push(&update("a", 0)), Pushed::Kept);
+        for n in 1..100 {
             assert_eq!(o.push(&update("a", n)), Pushed::Coalesced);
         }
         assert_eq!(o.depth(), (0, 1));
         assert_eq!(o.backed_up_for(), None, "coalescing is their normal path");
-        assert_eq!(payloads(&o.take(10)), [r#"{"serverId":"a","n":99}"#]);
+        assert_eq!(
+            payloads(&o.take(10)),
+            [r#"{"coalesced":99,"serverId":"a","n":99}"#],
+            "the tick's update says it stands for the 99 before it"
+        );
+        o.push(&update("a", 100));
+        assert_eq!(
+            payloads(&o.take(10)),
+            [r#"{"serverId":"a","n":100}"#],
+            "alone since the last tick"
+        );
     }
 
     #[test]

@@ -753,3 +753,48 @@ fn objects_written_as_arrays_are_refused() {
         Err(ParseError::UnknownType(None))
     );
 }
+
+#[test]
+fn a_coalesced_update_carries_what_it_stands_for() {
+    use lab_core::outbox::{Outbox, Preferences};
+    use std::sync::Arc;
+    let outbox: Outbox<String> = Outbox::new(
+        1,
+        Preferences {
+            filter: None,
+            max_hz: Some(1),
+            batch: false,
+        },
+        8,
+    );
+    for seq in 11..=13 {
+        let payload =
+            format!(r#"{{"serverId":"a","timestamp":1763800000123.456,"windows":{{}},"seq":{seq}}}"#);
+        outbox.push(&Arc::new(
+            lab_core::outbox::Update::new("a", &payload).with_seq(Some(seq)),
+        ));
+    }
+    let sent = outbox.take(8);
+    let ServerFrame::MetricUpdate { payload } =
+        serde_json::from_str(&sent[0].frame).expect("a protocol frame")
+    else {
+        panic!("{}", sent[0].frame)
+    };
+    assert_eq!(
+        (
+            payload.seq,
+            payload.coalesced,
+            payload.first_seq,
+            payload.last_seq
+        ),
+        (Some(13), Some(2), Some(11), Some(13))
+    );
+    let plain: ServerFrame = serde_json::from_str(
+        r#"{"type":"metric.update","payload":{"serverId":"a","timestamp":1.0,"windows":{}}}"#,
+    )
+    .unwrap();
+    assert!(
+        !plain.to_json().contains("coalesced"),
+        "an update that stands for nothing else says nothing"
+    );
+}

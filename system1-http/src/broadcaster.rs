@@ -143,12 +143,16 @@ impl Hub {
     fn relay(&self, text: String) {
         #[derive(serde::Deserialize)]
         struct Event {
+            #[serde(rename = "type")]
+            kind: String,
             payload: Payload,
         }
         #[derive(serde::Deserialize)]
         struct Payload {
             #[serde(rename = "serverId")]
             server_id: String,
+            #[serde(default)]
+            seq: Option<u64>,
         }
         let Ok(event) = serde_json::from_str::<Event>(&text) else {
             self.stats.unreadable.inc();
@@ -156,14 +160,17 @@ impl Hub {
         };
         let server = event.payload.server_id;
         let dashboards = self.dashboards.load();
-        let update = Arc::new(Update::verbatim(&server, Utf8Bytes::from(text)));
+        // A slow dashboard's events coalesce per server *and* kind: a `metric.processed` must not
+        // stand for a `metric.ingested`, or the seq range it reports would mix two stages.
+        let key = format!("{}\u{0}{server}", event.kind);
+        let update = Arc::new(Update::verbatim(&key, Utf8Bytes::from(text)).with_seq(event.payload.seq));
         self.stats.relayed.inc();
         for outbox in dashboards.iter() {
             if outbox.preferences.filter.as_deref().is_some_and(|f| f != server) {
                 continue;
             }
             match outbox.push(&update) {
-                Pushed::Queued => {}
+                Pushed::Queued | Pushed::Kept => {}
                 Pushed::Coalesced => {
                     self.stats.coalesced.inc();
                 }
@@ -483,6 +490,9 @@ fn payload_from_hash(hash: &[(String, String)]) -> Option<UpdatePayload> {
             .and_then(|w| serde_json::from_str(w).ok())
             .unwrap_or_default(),
         seq: get("seq").and_then(|s| s.parse().ok()),
+        coalesced: None,
+        first_seq: None,
+        last_seq: None,
     })
 }
 

@@ -219,10 +219,10 @@ impl Hub {
                 seq: metric.seq,
             };
             let json = serde_json::to_string(&payload).expect("payloads always serialize");
-            let update = Arc::new(Update::new(&metric.server_id, &json));
+            let update = Arc::new(Update::new(&metric.server_id, &json).with_seq(metric.seq));
             for outbox in targets {
                 match outbox.push(&update) {
-                    Pushed::Queued => {}
+                    Pushed::Queued | Pushed::Kept => {}
                     Pushed::Coalesced => {
                         self.stats.updates_coalesced.inc();
                     }
@@ -319,6 +319,7 @@ impl Hub {
             .outboxes()
             .map(|o| {
                 let (queued, coalesced) = o.depth();
+                let (superseded, dropped) = o.losses();
                 serde_json::json!({
                     "connectionId": o.connection_id,
                     "filter": o.preferences.filter,
@@ -326,6 +327,8 @@ impl Hub {
                     "batchUpdates": o.preferences.batch,
                     "queued": queued,
                     "coalescedPending": coalesced,
+                    "coalesced": superseded,
+                    "dropped": dropped,
                     "backedUpMs": o.backed_up_for().map(|d| d.as_millis() as u64),
                 })
             })
@@ -411,5 +414,8 @@ fn payload_of(server_id: &str, t: &Tracked) -> UpdatePayload {
         timestamp: t.windows.newest().unwrap_or_default(),
         windows: t.windows.summaries(),
         seq: None,
+        coalesced: None,
+        first_seq: None,
+        last_seq: None,
     }
 }

@@ -79,11 +79,12 @@ impl Screen {
                 for (name, column) in systems {
                     if let Column::Live(Some(s)) = column {
                         self.say(&format!(
-                            "[{elapsed_secs:>4} s] {name}: {} of {} metrics/s, ack p50/p99 {}, end-to-end p50/p99 {}, lost {}, errors {}",
+                            "[{elapsed_secs:>4} s] {name}: {} of {} metrics/s, ack p50/p99 {}, end-to-end p50/p99 {}, coalesced {}, lost {}, errors {}",
                             s.second.acked,
                             s.second.intended,
                             pair(&s.ack_latency_ms),
                             pair(&s.e2e_latency_ms),
+                            count(s.coalesced),
                             count(s.overdue),
                             s.errors
                         ));
@@ -121,14 +122,16 @@ fn live_table(systems: [(&str, &Column); 2]) -> Vec<String> {
     lines.push(row("ack         p50 / p99", cells(&|s| pair(&s.ack_latency_ms))));
     lines.push(row("end-to-end  p50 / p99", cells(&|s| pair(&s.e2e_latency_ms))));
     lines.push(row(
-        "lost / errors",
-        cells(&|s| format!("{} / {}", count(s.overdue), s.errors)),
+        "coalesced / lost",
+        cells(&|s| format!("{} / {}", count(s.coalesced), count(s.overdue))),
     ));
+    lines.push(row("errors", cells(&|s| s.errors.to_string())));
     lines.push(String::new());
     lines.push(format!(
         "Latency of this second's metrics, from the time each was due. ack: until the system said it got it\n\
          (System 1: HTTP 202 after the Redis append; System 2: metric.ack). end-to-end: until the dashboard\n\
-         received the aggregated update. lost: acked {OVERDUE_AFTER_SECS}+ s ago and never delivered."
+         received the aggregated update. coalesced: reached the dashboard only inside a later update of its\n\
+         server (the dashboard fell behind; not lost). lost: acked {OVERDUE_AFTER_SECS}+ s ago and never delivered."
     ));
     lines
 }
@@ -193,8 +196,15 @@ pub fn summary(systems: [(&str, Result<&Report, &str>); 2]) -> String {
     lines.push(row("ack  p50/p99/p99.9/max", cells(&|r| four(&r.ack_latency_ms))));
     lines.push(row("e2e  p50/p99/p99.9/max", cells(&|r| four(&r.e2e_latency_ms))));
     lines.push(row(
-        "lost / duplicates",
-        cells(&|r| format!("{} / {}", count(r.lost), count(r.duplicates))),
+        "coalesced / lost / dup.",
+        cells(&|r| {
+            format!(
+                "{} / {} / {}",
+                count(r.coalesced),
+                count(r.lost),
+                count(r.duplicates)
+            )
+        }),
     ));
     lines.push(row("errors", cells(&|r| r.errors.to_string())));
     lines.push(row(
@@ -249,6 +259,7 @@ mod tests {
             },
             errors: 2,
             overdue: Some(1),
+            coalesced: Some(7),
             ack_latency_ms: percentiles(0.5, 1.5),
             e2e_latency_ms: percentiles(0.8, 2.5),
         };
@@ -266,7 +277,8 @@ mod tests {
         assert_eq!(rate.find("198 / 200"), Some(column2));
         assert!(find("ack").ends_with("0.50 / 1.50 ms"));
         assert!(find("end-to-end").ends_with("0.80 / 2.50 ms"));
-        assert!(find("lost / errors").ends_with("1 / 2"));
+        assert!(find("coalesced / lost").ends_with("7 / 1"));
+        assert!(find("errors").ends_with('2'));
     }
 
     #[test]
@@ -278,6 +290,7 @@ mod tests {
         report.sent = 1000;
         report.acked = 1000;
         report.lost = Some(0);
+        report.coalesced = Some(12);
         report.duplicates = Some(0);
         report.achieved_rate = 200.0;
         report.intended_rate = 200.0;
@@ -292,6 +305,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("(stopped early)"), "{text}");
+        assert!(text.contains("12 / 0 / 0"), "coalesced apart from lost: {text}");
         assert!(text.ends_with("machine: 2 cores, test"), "{text}");
     }
 }

@@ -86,6 +86,17 @@ pub struct UpdatePayload {
     /// **(ext)** The `seq` of the metric that caused this update, so loss is countable end to end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// **(ext)** How many earlier updates of this server this one stands for, when a dashboard fell
+    /// behind and they were coalesced (see `lab_core::outbox`). Absent when none were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesced: Option<u64>,
+    /// **(ext)** With `coalesced`: the lowest `seq` among the updates this one stands for, itself
+    /// included.
+    #[serde(rename = "firstSeq", default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
+    /// **(ext)** With `coalesced`: the highest such `seq`.
+    #[serde(rename = "lastSeq", default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
 }
 
 /// The payload of a `snapshot`: one server's aggregates (or `null` if unknown), or all servers'.

@@ -71,3 +71,70 @@ async fn ten_connections_at_once_lose_nothing() {
     let (_, doc) = server.get_json("/api/monitoring").await;
     assert_eq!(doc["ingest"]["metricsTotal"], 200_000, "{doc}");
 }
+
+/// A dashboard that reads nothing while 100 000 metrics arrive back to back (so its queue fills and
+/// its updates must coalesce), then reads everything: every `seq` is in an update of its own or inside
+/// the range of a coalesced one, never both, and the server's count of coalesced updates is the sum of
+/// what the dashboard was told.
+async fn a_dashboard_accounts_for_every_metric(register: Value) {
+    const COUNT: u64 = 100_000;
+    let server = TestServer::start(&["--dashboard-queue", "64"]).await;
+    let mut dashboard = Client::dashboard(&server, register).await;
+    let sending = send_and_account(&server, "burst-1".into(), COUNT);
+    let reading = async {
+        // 0: not yet; 1: in its own update; 2: covered by a coalesced one.
+        let mut state = vec![0u8; COUNT as usize];
+        let (mut accounted, mut told_coalesced) = (0, 0);
+        while accounted < COUNT {
+            let frame = dashboard.recv().await;
+            let payloads = match frame["type"].as_str() {
+                Some("metric.update") => vec![frame["payload"].clone()],
+                Some("metric.updates") => frame["items"].as_array().expect("items").clone(),
+                _ => panic!("unexpected {frame}"),
+            };
+            for p in payloads {
+                let seq = p["seq"].as_u64().expect("seq") as usize;
+                assert_ne!(state[seq], 1, "seq {seq} delivered twice");
+                if state[seq] == 0 {
+                    accounted += 1;
+                }
+                state[seq] = 1;
+                if let Some(k) = p["coalesced"].as_u64() {
+                    told_coalesced += k;
+                    let (first, last) = (p["firstSeq"].as_u64().unwrap(), p["lastSeq"].as_u64().unwrap());
+                    assert_eq!(
+                        last as usize, seq,
+                        "one server in order: the range ends with the update's own seq"
+                    );
+                    assert_eq!(last - first, k, "one server in order: the range is dense");
+                    for (s, covered) in state.iter_mut().enumerate().take(seq).skip(first as usize) {
+                        assert_eq!(*covered, 0, "seq {s} covered twice or delivered before");
+                        *covered = 2;
+                        accounted += 1;
+                    }
+                }
+            }
+        }
+        told_coalesced
+    };
+    sending.await;
+    let told_coalesced = reading.await;
+    assert!(
+        told_coalesced > 0,
+        "a dashboard that did not read was not coalesced"
+    );
+    let (_, doc) = server.get_json("/api/monitoring").await;
+    assert_eq!(doc["updates"]["coalesced"], told_coalesced, "{doc}");
+    assert_eq!(doc["updates"]["dropped"], 0, "{doc}");
+    assert_eq!(doc["dashboards"][0]["coalesced"], told_coalesced, "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_of_single_updates_accounts_for_every_metric() {
+    a_dashboard_accounts_for_every_metric(serde_json::json!({})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_of_batched_updates_accounts_for_every_metric() {
+    a_dashboard_accounts_for_every_metric(serde_json::json!({"batchUpdates": true})).await;
+}
