@@ -432,16 +432,28 @@ impl Connection {
     }
 }
 
-/// Which socket errors deserve a close frame: an oversize message does (1009); a broken connection
-/// cannot receive one.
+/// Which socket errors deserve a close frame, and which code (RFC 6455 §7.4.1): a message over the
+/// limit gets 1009, a text message that is not UTF-8 1007, a frame that breaks the protocol 1002. A
+/// broken connection (reset, end of stream) cannot receive one.
 fn classify_error(error: &axum::Error) -> Option<CloseReason> {
-    let text = error.to_string();
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
-        Some(CloseReason::TooBig)
-    } else {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    let reason = match inner {
+        Some(WsError::Capacity(_)) => Some(CloseReason::TooBig),
+        Some(WsError::Utf8(_)) => Some(CloseReason::InvalidUtf8),
+        Some(WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        )) => None,
+        Some(WsError::Protocol(_)) => Some(CloseReason::ProtocolViolation),
+        _ => None,
+    };
+    if reason.is_none() {
         tracing::debug!(%error, "connection error");
-        None
     }
+    reason
 }
 
 /// `{"type":"metric.ack","serverId":…,"seq":…}`, serialized without copying the server id.

@@ -23,6 +23,11 @@ pub enum CloseReason {
     WriteStalled,
     /// Nothing heard from the peer, not even a pong, for a whole ping interval.
     Heartbeat,
+    /// A text message that is not valid UTF-8 (RFC 6455 §8.1: the endpoint must fail the connection).
+    InvalidUtf8,
+    /// A frame that breaks the WebSocket protocol itself: reserved bits set, an unknown opcode, an
+    /// unmasked client frame, a fragmented or oversize control frame, a stray continuation.
+    ProtocolViolation,
 }
 
 impl CloseReason {
@@ -30,6 +35,8 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::Shutdown => 1001,
+            CloseReason::ProtocolViolation => 1002,
+            CloseReason::InvalidUtf8 => 1007,
             CloseReason::TooBig => 1009,
             CloseReason::ConnectionLimit => 1013,
             CloseReason::Heartbeat => 4000,
@@ -53,6 +60,8 @@ impl CloseReason {
             CloseReason::SlowDashboard => "dashboard too slow: updates backed up past the limit",
             CloseReason::WriteStalled => "client not reading: writes blocked past the limit",
             CloseReason::Heartbeat => "heartbeat timeout: no pong",
+            CloseReason::InvalidUtf8 => "invalid UTF-8 in a text message",
+            CloseReason::ProtocolViolation => "WebSocket protocol violation",
         }
     }
 
@@ -68,6 +77,8 @@ impl CloseReason {
             CloseReason::SlowDashboard => "slow_dashboard",
             CloseReason::WriteStalled => "write_stalled",
             CloseReason::Heartbeat => "heartbeat",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::ProtocolViolation => "protocol_violation",
         }
     }
 }

@@ -20,6 +20,38 @@ async fn an_oversize_message_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn a_text_message_that_is_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = TestServer::start(&[]).await;
+    let mut client = Client::producer(&server).await;
+    // A text frame whose payload is not UTF-8 (a client library would refuse to build one).
+    let bad = Frame::message(
+        b"{\"type\":\"metric\",\"serverId\":\"\xff\xfe\"}".to_vec(),
+        OpCode::Data(Data::Text),
+        true,
+    );
+    client.ws.send(Message::Frame(bad)).await.expect("send");
+    let (code, reason) = client.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1007, "invalid UTF-8 in a text message"));
+    let (_, doc) = server.get_json("/api/monitoring").await;
+    assert_eq!(doc["ingest"]["metricsTotal"], 0, "{doc}");
+}
+
+#[tokio::test]
+async fn a_frame_that_breaks_the_protocol_closes_with_1002() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let server = TestServer::start(&[]).await;
+    let mut client = Client::producer(&server).await;
+    // Opcode 3 is reserved: RFC 6455 says the receiver must fail the connection.
+    let bad = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Reserved(3)), true);
+    client.ws.send(Message::Frame(bad)).await.expect("send");
+    let (code, reason) = client.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1002, "WebSocket protocol violation"));
+}
+
+#[tokio::test]
 async fn a_flood_past_the_rate_limit_closes_with_1008() {
     let server = TestServer::start(&["--max-messages-per-sec", "20"]).await;
     let mut client = Client::producer(&server).await;
