@@ -9,6 +9,12 @@
 /// message costs us nothing but reading it.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// Largest `snapshot` frame a server sends, in bytes: 16 MiB, room for every server of a full
+/// server table (10 000, about 800 bytes each). A bigger one is refused with an error frame that says
+/// to ask for one server: a server must never write a frame its own write buffer cannot hold, or the
+/// connection dies without a word.
+pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
+
 /// Most metrics in one batch (an HTTP array body or a System 2 `metrics` frame). A batch is
 /// validated all-or-nothing, so this also bounds how much work one bad batch can cause.
 /// 1 000 typical metrics are about 130 KB, comfortably under [`MAX_MESSAGE_BYTES`].

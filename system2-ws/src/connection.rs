@@ -335,7 +335,23 @@ impl Connection {
             }
             ClientFrame::SnapshotRequest { server_id } => {
                 let payload = self.hub.snapshot(server_id.as_deref());
-                self.reply(socket, ServerFrame::Snapshot { payload }).await
+                let text = ServerFrame::Snapshot { payload }.to_json();
+                if text.len() > lab_core::limits::MAX_SNAPSHOT_BYTES {
+                    let detail = Problem::new(
+                        "/serverId",
+                        format!(
+                            "a snapshot of every server is {} bytes, over the {} byte limit: ask for one server by serverId",
+                            text.len(),
+                            lab_core::limits::MAX_SNAPSHOT_BYTES
+                        ),
+                    );
+                    let error = ServerFrame::Error {
+                        message: "Snapshot too large".into(),
+                        details: vec![detail],
+                    };
+                    return self.reply(socket, error).await;
+                }
+                self.feed(socket, text).await
             }
         }
     }

@@ -194,7 +194,9 @@ async fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(WRITE_BUFFER_BYTES + 2 * limit)
+        // Room for the largest frame the server writes (a snapshot of every server), on top of what
+        // is already buffered: a frame that does not fit fails the write and kills the connection.
+        .max_write_buffer_size(WRITE_BUFFER_BYTES + (2 * limit).max(lab_core::limits::MAX_SNAPSHOT_BYTES))
         .on_upgrade(move |socket| tasks.track_future(connection::serve(socket, hub, auth, shutdown)))
 }
 

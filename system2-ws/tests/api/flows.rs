@@ -229,3 +229,58 @@ async fn late_and_stale_metrics_are_acked_and_counted() {
     );
     assert_eq!(s["buffered"], 2, "the stale one is not kept");
 }
+
+#[tokio::test]
+async fn a_snapshot_of_many_servers_arrives_whole() {
+    let server = TestServer::start(&[]).await;
+    let mut producer = Client::producer(&server).await;
+    let items: Vec<_> = (0..1000)
+        .map(|i| item(&format!("server-{i:04}"), now(), 1.0, 0))
+        .collect();
+    for chunk in items.chunks(500).chain(items.chunks(500)) {
+        producer.send(json!({"type": "metrics", "items": chunk})).await;
+        assert_eq!(producer.recv().await["type"], "metrics.ack");
+    }
+    let mut more = Client::producer(&server).await;
+    let items: Vec<_> = (1000..3000)
+        .map(|i| item(&format!("server-{i:04}"), now(), 1.0, 0))
+        .collect();
+    for chunk in items.chunks(1000) {
+        more.send(json!({"type": "metrics", "items": chunk})).await;
+        assert_eq!(more.recv().await["type"], "metrics.ack");
+    }
+    producer.send(json!({"type": "snapshot.request"})).await;
+    let all = producer.recv().await;
+    assert_eq!(all["type"], "snapshot");
+    assert_eq!(all["payload"].as_array().map(Vec::len), Some(3000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_too_large_to_send_is_refused_with_a_reason() {
+    let server = TestServer::start(&["--max-servers", "30000"]).await;
+    let mut producer = Client::producer(&server).await;
+    // 24 000 servers with 120-byte ids: about 20 MB of snapshot, over the 16 MiB limit.
+    let pad = "x".repeat(112);
+    for start in (0..24_000).step_by(1000) {
+        let items: Vec<_> = (start..start + 1000)
+            .map(|i| item(&format!("{pad}{i:08}"), now(), 1.0, 0))
+            .collect();
+        producer.send(json!({"type": "metrics", "items": items})).await;
+        assert_eq!(producer.recv().await["type"], "metrics.ack");
+    }
+    producer.send(json!({"type": "snapshot.request"})).await;
+    let refused = producer.recv().await;
+    assert_eq!(refused["message"], "Snapshot too large", "{refused}");
+    assert!(
+        refused["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ask for one server"),
+        "{refused}"
+    );
+    // The connection stays, and one server's snapshot still comes.
+    producer
+        .send(json!({"type": "snapshot.request", "serverId": format!("{pad}{:08}", 7)}))
+        .await;
+    assert_eq!(producer.recv().await["type"], "snapshot");
+}
