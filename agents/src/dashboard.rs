@@ -121,6 +121,9 @@ pub async fn subscribe(
             match message {
                 Some(Ok(Message::Text(text))) => {
                     let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+                        // Counted, not skipped in silence: an update the instrument cannot read
+                        // would otherwise show up as a lost metric with no explanation.
+                        recorder.error("dashboard: unreadable frame", 1);
                         continue;
                     };
                     let payloads: Vec<Payload> = match frame.kind.as_str() {

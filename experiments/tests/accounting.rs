@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 use lab_testkit::{Fsync, RedisServer, free_port};
 use serde_json::Value;
 
-/// A program of the lab, run as `lab child …`, killed when dropped.
-struct Program(Child);
+/// A program of the lab, run as `lab child …`, killed when dropped. It runs while its stdin is open
+/// (that is how `lab child` notices a vanished supervisor), so the pipe is kept here: `Child::wait`
+/// would close it first.
+struct Program(Child, #[allow(dead_code)] Option<std::process::ChildStdin>);
 
 impl Program {
     fn start(name: &str, args: &[String], log: &Path) -> Program {
         let log = std::fs::File::create(log).expect("a log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_lab"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lab"))
             .args(["child", name])
             .args(args)
             .stdin(Stdio::piped())
@@ -33,7 +35,8 @@ impl Program {
             .stderr(log)
             .spawn()
             .expect("the lab binary starts");
-        Program(child)
+        let stdin = child.stdin.take();
+        Program(child, stdin)
     }
 }
 
@@ -161,7 +164,12 @@ fn every_metric_is_accounted_for_by_seq_over_minutes() {
         ("System 2", &mut two, &two_report),
     ] {
         let status = program.0.wait().expect("the agents ran");
-        assert!(status.success(), "{name}'s agents failed: {status}");
+        let log = report.with_extension("log");
+        assert!(
+            status.success(),
+            "{name}'s agents failed: {status}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         let r: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
         println!(
             "{name}: sent {} acked {} delivered {} coalesced {} lost {} duplicates {} errors {} retries {} \
