@@ -326,16 +326,10 @@ async fn a_stall_is_not_hidden_by_coordinated_omission() {
     assert!(ms(p.max) > 400.0, "{p:?}");
 }
 
-#[tokio::test]
-async fn loss_and_duplicates_are_counted_by_seq() {
-    let (addr, _) = test_server(Behaviour {
-        drop_some: true,
-        duplicate_some: true,
-        ..Behaviour::default()
-    })
-    .await;
+/// One agent at 400 metrics/s for 1 s against the test server at `addr`, its dashboard there too.
+async fn one_agent_with_a_dashboard(addr: &str) -> Report {
     let url = format!("ws://{addr}");
-    let r = run(&[
+    run(&[
         "--target",
         &url,
         "--dashboard",
@@ -347,7 +341,18 @@ async fn loss_and_duplicates_are_counted_by_seq() {
         "--duration",
         "1s",
     ])
+    .await
+}
+
+#[tokio::test]
+async fn loss_and_duplicates_are_counted_by_seq() {
+    let (addr, _) = test_server(Behaviour {
+        drop_some: true,
+        duplicate_some: true,
+        ..Behaviour::default()
+    })
     .await;
+    let r = one_agent_with_a_dashboard(&addr).await;
     assert_eq!(r.sent, 400);
     assert_eq!(r.acked, 400);
     // seq % 4 == 3 never arrives: 100 of 400.
@@ -368,20 +373,7 @@ async fn coalesced_metrics_are_counted_apart_from_lost_ones() {
         ..Behaviour::default()
     })
     .await;
-    let url = format!("ws://{addr}");
-    let r = run(&[
-        "--target",
-        &url,
-        "--dashboard",
-        &url,
-        "--agents",
-        "1",
-        "--rate",
-        "400",
-        "--duration",
-        "1s",
-    ])
-    .await;
+    let r = one_agent_with_a_dashboard(&addr).await;
     assert_eq!((r.sent, r.acked), (400, 400));
     // seq % 4 == 3 comes only inside the next update, except the last one (399), which nothing
     // follows: 99 coalesced, 1 lost.
