@@ -384,7 +384,8 @@ async fn serve_dashboard(
             incoming = socket.recv() => {
                 let message = match incoming {
                     Some(Ok(m)) => m,
-                    Some(Err(_)) | None => return None,
+                    Some(Err(e)) => return failed(e).map(close),
+                    None => return None,
                 };
                 heard_from = true;
                 let bytes: &[u8] = match &message {
@@ -433,6 +434,19 @@ async fn serve_dashboard(
                 }
             }
         }
+    }
+}
+
+/// The close reason for a read error the client caused, if any (RFC 6455 §7.4): 1007 for a text
+/// message that is not UTF-8, 1009 for one over the size limit. Other errors (the connection broke, the
+/// peer broke the framing) leave nothing to say, or nobody to say it to. tungstenite keeps the
+/// connection open after these two errors, so the close frame can still be sent.
+fn failed(error: axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Utf8(_)) => Some(CloseReason::InvalidUtf8),
+        Ok(Error::Capacity(_)) => Some(CloseReason::TooBig),
+        _ => None,
     }
 }
 

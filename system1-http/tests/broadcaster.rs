@@ -293,3 +293,54 @@ async fn a_posted_metric_reaches_a_dashboard_through_the_whole_pipeline() {
     assert_eq!(snapshot["payload"]["seq"], 5);
     stop.cancel();
 }
+
+/// The close frame the server sends next (text and pings before it are skipped).
+async fn close_frame(ws: &mut Ws) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a close frame in time");
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a close frame (1006): {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_text_message_that_is_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis).await;
+    let mut ws = connect(&url).await;
+    // A raw text frame (tungstenite masks it, as a client must) whose payload is not UTF-8: the text
+    // API cannot build one.
+    let bytes = b"{\"type\":\"subscribe\",\"serverId\":\"\xff\xfe\"}".to_vec();
+    ws.send(Message::Frame(Frame::message(
+        bytes,
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await
+    .unwrap();
+    let frame = close_frame(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 1007);
+    assert_eq!(
+        frame.reason.as_str(),
+        lab_core::wire::close::CloseReason::InvalidUtf8.text()
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis).await;
+    let mut ws = connect(&url).await;
+    let huge = "x".repeat(lab_core::limits::MAX_MESSAGE_BYTES + 1);
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let frame = close_frame(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 1009);
+}

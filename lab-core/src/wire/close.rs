@@ -23,6 +23,9 @@ pub enum CloseReason {
     WriteStalled,
     /// Nothing heard from the peer, not even a pong, for a whole ping interval.
     Heartbeat,
+    /// A text message that is not valid UTF-8 (RFC 6455 §8.1: the endpoint must fail the connection,
+    /// and 1007 says why: "data within a message that was not consistent with the type of the message").
+    InvalidUtf8,
 }
 
 impl CloseReason {
@@ -30,6 +33,7 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::Shutdown => 1001,
+            CloseReason::InvalidUtf8 => 1007,
             CloseReason::TooBig => 1009,
             CloseReason::ConnectionLimit => 1013,
             CloseReason::Heartbeat => 4000,
@@ -53,6 +57,7 @@ impl CloseReason {
             CloseReason::SlowDashboard => "dashboard too slow: updates backed up past the limit",
             CloseReason::WriteStalled => "client not reading: writes blocked past the limit",
             CloseReason::Heartbeat => "heartbeat timeout: no pong",
+            CloseReason::InvalidUtf8 => "invalid UTF-8 in a text message",
         }
     }
 
@@ -68,6 +73,20 @@ impl CloseReason {
             CloseReason::SlowDashboard => "slow_dashboard",
             CloseReason::WriteStalled => "write_stalled",
             CloseReason::Heartbeat => "heartbeat",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_is_1007_with_a_reason_and_a_label() {
+        let reason = CloseReason::InvalidUtf8;
+        assert_eq!(reason.code(), 1007);
+        assert!(!reason.text().is_empty() && reason.text().len() <= 123);
+        assert_eq!(reason.label(), "invalid_utf8");
     }
 }
