@@ -15,9 +15,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn start_broadcaster(redis: &RedisServer) -> String {
+/// Starts a broadcaster (plus `extra` flags) on a free port; returns its WebSocket URL once it is
+/// subscribed (and, with stream fan-out, reading).
+async fn start_broadcaster(redis: &RedisServer, extra: &[&str]) -> String {
     let url = redis.url();
-    let cli = Cli::try_parse_from([
+    let mut args = vec![
         "system1",
         "--redis-url",
         &url,
@@ -26,8 +28,9 @@ async fn start_broadcaster(redis: &RedisServer) -> String {
         "127.0.0.1",
         "--ws-port",
         "0",
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).unwrap();
     let Role::Broadcaster(args) = &cli.role else {
         unreachable!()
     };
@@ -71,7 +74,8 @@ fn event(kind: &str, server: &str, seq: u64) -> String {
 #[tokio::test]
 async fn events_are_relayed_verbatim_to_dashboards_that_want_them() {
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    // Events published by hand, as the seed's pub/sub fan-out relays them.
+    let url = start_broadcaster(&redis, &["--fanout", "pubsub"]).await;
     let mut all = connect(&url).await;
     let mut only_b = connect(&url).await;
     send(&mut only_b, json!({"type": "subscribe", "serverId": "b"})).await;
@@ -139,7 +143,7 @@ async fn events_are_relayed_verbatim_to_dashboards_that_want_them() {
 #[tokio::test]
 async fn snapshots_come_from_the_workers_hashes() {
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &[]).await;
     let windows = json!({"1000": {"samples": 1, "averages": {"cpu": 5.0, "memory": 1.0, "disk": 2.0, "networkIn": 0.0, "networkOut": 0.0}}});
     for id in ["b", "a"] {
         let _: () = redis
@@ -178,7 +182,7 @@ async fn snapshots_come_from_the_workers_hashes() {
 #[tokio::test]
 async fn a_malformed_message_gets_the_originals_error_and_the_connection_stays() {
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &[]).await;
     let mut ws = connect(&url).await;
     for bad in [
         json!({"type": "publish"}),
@@ -197,10 +201,12 @@ async fn a_malformed_message_gets_the_originals_error_and_the_connection_stays()
 }
 
 #[tokio::test]
-async fn after_a_redis_restart_it_resubscribes_by_itself() {
+async fn after_a_redis_restart_it_resubscribes_by_itself_and_reports_the_gap() {
     let mut redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &["--fanout", "pubsub"]).await;
     let mut ws = connect(&url).await;
+    let before = lab_core::now_ms() as u64;
+    let mut gap = None;
     redis.stop();
     redis.restart().unwrap();
     // Publish until the broadcaster is back on the channel and relays.
@@ -213,21 +219,33 @@ async fn after_a_redis_restart_it_resubscribes_by_itself() {
         if let Ok(Some(Ok(Message::Text(text)))) =
             tokio::time::timeout(Duration::from_millis(200), ws.next()).await
         {
-            assert_eq!(
-                serde_json::from_str::<Value>(&text).unwrap()["type"],
-                "metric.processed"
-            );
+            let frame = serde_json::from_str::<Value>(&text).unwrap();
+            if frame["type"] == "gap" {
+                gap = Some(frame);
+                continue;
+            }
+            assert_eq!(frame["type"], "metric.processed");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "never resubscribed");
     }
+    // Told before the first event after the restart: pub/sub cannot say how many were lost.
+    let gap = gap.expect("a gap frame before the events resumed");
+    assert_eq!(gap["reason"], "unsubscribed", "{gap}");
+    assert_eq!(gap["events"], Value::Null, "{gap}");
+    assert_eq!(gap["eventType"], "*", "{gap}");
+    let (from, to) = (gap["fromMs"].as_u64().unwrap(), gap["toMs"].as_u64().unwrap());
+    assert!(
+        before <= from && from <= to && to <= lab_core::now_ms() as u64,
+        "{gap}"
+    );
 }
 
 /// The whole of System 1: POST → stream → worker → pub/sub → broadcaster → dashboard.
 #[tokio::test]
 async fn a_posted_metric_reaches_a_dashboard_through_the_whole_pipeline() {
     let redis = RedisServer::start().unwrap();
-    let ws_url = start_broadcaster(&redis).await;
+    let ws_url = start_broadcaster(&redis, &[]).await;
     let url = redis.url();
     let cli = Cli::try_parse_from([
         "system1",
@@ -314,7 +332,7 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() {
     use tokio_tungstenite::tungstenite::protocol::frame::Frame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &[]).await;
     let mut ws = connect(&url).await;
     // A raw text frame (tungstenite masks it, as a client must) whose payload is not UTF-8: the text
     // API cannot build one.
@@ -337,7 +355,7 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() {
 #[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009() {
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &[]).await;
     let mut ws = connect(&url).await;
     let huge = "x".repeat(lab_core::limits::MAX_MESSAGE_BYTES + 1);
     let _ = ws.send(Message::Text(huge.into())).await;
