@@ -359,7 +359,7 @@ impl Broadcaster {
 /// Subscribes, relays, and on any loss resubscribes with a backoff.
 async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
-    // When the subscription was lost: what was published since went to nobody.
+    // The last message before the subscription was lost: what was published after it went to nobody.
     let mut lost_at: Option<u64> = None;
     while !stop.is_cancelled() {
         match client.get_async_pubsub().await {
@@ -384,11 +384,17 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
                     }
                     backoff = Duration::from_millis(100);
                     let mut messages = pubsub.on_message();
+                    // When the last message came: a lost message was published after it (the gap's
+                    // start), whereas noticing the loss may come a moment after the first lost one.
+                    let mut last_heard = lab_core::now_ms() as u64;
                     loop {
                         tokio::select! {
                             message = messages.next() => match message {
                                 Some(m) => match m.get_payload::<String>() {
-                                    Ok(text) => hub.relay_published(text),
+                                    Ok(text) => {
+                                        last_heard = lab_core::now_ms() as u64;
+                                        hub.relay_published(text)
+                                    }
                                     Err(_) => { hub.stats.unreadable.inc(); }
                                 },
                                 None => break,
@@ -397,7 +403,7 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
                         }
                     }
                     hub.subscribed.store(false, Ordering::Relaxed);
-                    lost_at = Some(lab_core::now_ms() as u64);
+                    lost_at = Some(last_heard);
                     tracing::warn!(channel = %hub.channel, "lost the Redis subscription; resubscribing");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe yet"),
