@@ -362,3 +362,49 @@ async fn a_message_over_the_limit_closes_with_1009() {
     let frame = close_frame(&mut ws).await;
     assert_eq!(u16::from(frame.code), 1009);
 }
+
+#[tokio::test]
+async fn with_stream_fanout_a_jump_in_the_numbers_is_reported_as_an_exact_gap() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis, &[]).await;
+    let mut ws = connect(&url).await;
+    let mut con = redis.connection();
+    // As the workers write them: numbered events. 2, 3 and 4 are missing, as if the cap had trimmed
+    // them before the broadcaster read them; then the count starts again, as after Redis lost its data.
+    let mut ids = Vec::new();
+    for n in [1u64, 5, 6, 1] {
+        let id: String = con
+            .xadd(
+                "metrics:processed",
+                "*",
+                &[("n", n.to_string()), ("event", event("metric.processed", "a", n))],
+            )
+            .unwrap();
+        ids.push(id);
+    }
+    let ms = |id: &str| id.split('-').next().unwrap().parse::<u64>().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(recv(&mut ws).await);
+    }
+    let kinds: Vec<&str> = got.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["metric.processed", "gap", "metric.processed", "metric.processed", "gap", "metric.processed"]
+    );
+    assert_eq!(
+        got[1],
+        json!({"type": "gap", "eventType": "metric.processed", "events": 3, "fromMs": ms(&ids[0]), "toMs": ms(&ids[1]), "reason": "trimmed"})
+    );
+    assert_eq!(got[4]["reason"], "reset");
+    assert_eq!(got[4]["events"], Value::Null);
+    let monitoring: Value = reqwest::get(url.replace("ws://", "http://") + "api/monitoring")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(monitoring["gaps"], 2, "{monitoring}");
+    assert_eq!(monitoring["gapEvents"], 3, "{monitoring}");
+    assert_eq!(monitoring["lastRelayedId"], ids[3], "{monitoring}");
+}
