@@ -299,6 +299,7 @@ fn build_report(
         errors: errors_by_kind.values().sum(),
         lost,
         duplicates: (args.dashboard.is_some() && has_seq).then_some(duplicates),
+        gaps: args.dashboard.is_some().then(|| recorder.gaps()),
         intended_rate: args.total_rate(),
         achieved_rate: if measured_secs > 0.0 {
             recorder.acked_measured.load(Ordering::Relaxed) as f64 / measured_secs
