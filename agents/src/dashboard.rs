@@ -28,6 +28,12 @@ struct Frame {
     payload: Option<Payload>,
     #[serde(default)]
     items: Option<Vec<Payload>>,
+    /// A `gap` frame's count of missing events (`null`: unknown).
+    #[serde(default)]
+    events: Option<u64>,
+    /// A `gap` frame's kind of missing events: `metric.ingested` gaps do not concern what is counted.
+    #[serde(default, rename = "eventType")]
+    event_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +142,13 @@ pub async fn subscribe(
                             }
                             continue;
                         }
+                        // System 1's broadcaster could not deliver some events, and says so.
+                        "gap" => {
+                            if is_counted_gap(frame.event_type.as_deref()) {
+                                recorder.gap(frame.events);
+                            }
+                            continue;
+                        }
                         _ => continue,
                     };
                     for p in payloads {
@@ -155,9 +168,36 @@ pub async fn subscribe(
     }
 }
 
+/// Whether a gap frame's missing events are ones this dashboard counts (`metric.processed`, or every
+/// kind: `"*"`); a gap of `metric.ingested` notices only is not.
+fn is_counted_gap(event_type: Option<&str>) -> bool {
+    event_type != Some("metric.ingested")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gap_frames_are_read_and_only_those_of_counted_events_count() {
+        let frame: Frame = serde_json::from_str(
+            r#"{"type":"gap","eventType":"metric.processed","events":12,"fromMs":1,"toMs":2,"reason":"trimmed"}"#,
+        )
+        .unwrap();
+        assert_eq!((frame.kind.as_str(), frame.events), ("gap", Some(12)));
+        assert!(is_counted_gap(frame.event_type.as_deref()));
+        let unknown: Frame =
+            serde_json::from_str(r#"{"type":"gap","eventType":"*","events":null,"fromMs":1,"toMs":2}"#)
+                .unwrap();
+        assert_eq!(unknown.events, None);
+        assert!(is_counted_gap(unknown.event_type.as_deref()));
+        assert!(!is_counted_gap(Some("metric.ingested")));
+        let recorder = Recorder::new(crate::pacing::Clock::new(), 0.0);
+        recorder.gap(Some(12));
+        recorder.gap(None);
+        let gaps = recorder.gaps();
+        assert_eq!((gaps.frames, gaps.events, gaps.uncounted), (2, 12, 1));
+    }
 
     #[test]
     fn only_this_runs_agents_count() {

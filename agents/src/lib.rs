@@ -300,6 +300,7 @@ fn build_report(
         lost,
         duplicates: (args.dashboard.is_some() && has_seq).then_some(seqs.duplicates),
         coalesced: (args.dashboard.is_some() && has_seq).then_some(seqs.coalesced),
+        gaps: args.dashboard.is_some().then(|| recorder.gaps()),
         intended_rate: args.total_rate(),
         achieved_rate: if measured_secs > 0.0 {
             recorder.acked_measured.load(Ordering::Relaxed) as f64 / measured_secs

@@ -153,6 +153,12 @@ pub struct Recorder {
     pub delivered: AtomicU64,
     /// The generator's worst lateness in sending, µs.
     pub max_lag_us: AtomicU64,
+    /// Gap frames a dashboard received: the server said it could not deliver some events.
+    pub gap_frames: AtomicU64,
+    /// Events those gap frames reported missing, where the server knew how many.
+    pub gap_events: AtomicU64,
+    /// Gap frames that could not say how many (`"events":null`).
+    pub gaps_uncounted: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     ack: Mutex<Histogram<u64>>,
     e2e: Mutex<Histogram<u64>>,
@@ -172,6 +178,9 @@ impl Recorder {
             retries: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             max_lag_us: AtomicU64::new(0),
+            gap_frames: AtomicU64::new(0),
+            gap_events: AtomicU64::new(0),
+            gaps_uncounted: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
             ack: Mutex::new(histogram()),
             e2e: Mutex::new(histogram()),
@@ -218,6 +227,24 @@ impl Recorder {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .record(self.micros(timestamp));
+        }
+    }
+
+    /// A dashboard was told that `events` events (`None`: an unknown number) could not be delivered.
+    pub fn gap(&self, events: Option<u64>) {
+        self.gap_frames.fetch_add(1, Ordering::Relaxed);
+        match events {
+            Some(n) => self.gap_events.fetch_add(n, Ordering::Relaxed),
+            None => self.gaps_uncounted.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// What the gap frames said so far.
+    pub fn gaps(&self) -> crate::report::Gaps {
+        crate::report::Gaps {
+            frames: self.gap_frames.load(Ordering::Relaxed),
+            events: self.gap_events.load(Ordering::Relaxed),
+            uncounted: self.gaps_uncounted.load(Ordering::Relaxed),
         }
     }
 

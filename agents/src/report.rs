@@ -112,6 +112,10 @@ pub struct Report {
     pub coalesced: Option<u64>,
     /// Metrics a dashboard delivered more than once (`null` without a dashboard or without `seq`).
     pub duplicates: Option<u64>,
+    /// What the server's gap frames said (System 1's broadcaster: events it could not deliver); `null`
+    /// without a dashboard, and in reports written before gap frames existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gaps: Option<Gaps>,
     /// Metrics per second asked for.
     pub intended_rate: f64,
     /// Metrics per second acknowledged, over the measured window (after warm-up).
@@ -139,6 +143,28 @@ pub struct Report {
     pub timeline: Vec<Second>,
     /// The histograms (µs), V2-deflate serialized and base64 encoded, for merging.
     pub histograms: EncodedHistograms,
+}
+
+/// What a dashboard was told about events the server could not deliver (`{"type":"gap"}` frames).
+/// Reported by the server, so beside `lost` (what the agents counted missing by `seq`), not in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gaps {
+    /// Gap frames received.
+    pub frames: u64,
+    /// Events they reported missing, where the server knew how many.
+    pub events: u64,
+    /// Gap frames that could not say how many (pub/sub fan-out).
+    pub uncounted: u64,
+}
+
+impl Gaps {
+    fn add(self, other: Gaps) -> Gaps {
+        Gaps {
+            frames: self.frames + other.frames,
+            events: self.events + other.events,
+            uncounted: self.uncounted + other.uncounted,
+        }
+    }
 }
 
 /// How well the generator kept to its schedule.
@@ -243,6 +269,10 @@ impl Report {
             out.lost = out.lost.zip(r.lost).map(|(a, b)| a + b);
             out.coalesced = out.coalesced.zip(r.coalesced).map(|(a, b)| a + b);
             out.duplicates = out.duplicates.zip(r.duplicates).map(|(a, b)| a + b);
+            out.gaps = match (out.gaps, r.gaps) {
+                (Some(a), Some(b)) => Some(a.add(b)),
+                (a, b) => a.or(b),
+            };
             out.intended_rate += r.intended_rate;
             out.achieved_rate += r.achieved_rate;
             out.partial |= r.partial;
@@ -290,6 +320,7 @@ impl Report {
             lost: None,
             coalesced: None,
             duplicates: None,
+            gaps: None,
             intended_rate: 0.0,
             achieved_rate: 0.0,
             ack_latency_ms: Percentiles::default(),
@@ -374,6 +405,13 @@ impl fmt::Display for Report {
             "  delivery    delivered {}, coalesced {coalesced} (in a later update of their server), lost {lost}, duplicates {dup}",
             self.delivered
         )?;
+        if let Some(g) = self.gaps.filter(|g| g.frames > 0) {
+            writeln!(
+                f,
+                "  gaps        the server reported {} gap(s): {} events missing, {} gap(s) of unknown size",
+                g.frames, g.events, g.uncounted
+            )?;
+        }
         for (name, p) in [
             ("ack latency", &self.ack_latency_ms),
             ("e2e latency", &self.e2e_latency_ms),

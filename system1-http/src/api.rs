@@ -119,6 +119,119 @@ end
 return ids
 "#;
 
+/// Most bytes of an oversize body the API reads and throws away so that the client hears its `413`.
+///
+/// **Why read a body we refuse.** An HTTP/1.1 client that sends a body without waiting (`httpx`,
+/// `requests`, most libraries; curl waits, with `Expect: 100-continue`) is still writing when the `413`
+/// is ready. If the server then closes the connection, the kernel answers the bytes still arriving with
+/// a TCP reset, and a reset destroys the `413` in the client's receive buffer before the client reads
+/// it: the client sees "connection reset", not the refusal. Reading the rest of the body to its end
+/// (and discarding it) lets the client finish sending and read the answer, and leaves the connection
+/// usable for its next request. Over HTTP/2 the same reading lets the stream end normally, with no
+/// `RST_STREAM` at all (h2 would otherwise reset it with `NO_ERROR` after the response, as RFC 9113
+/// §8.1 allows; curl 7.88 reports that as a failure, exit 92, and never shows the 413).
+///
+/// **Why a bound.** Reading costs bandwidth and a task: 16 MiB (64 times the body limit) covers every
+/// plausible mistake (a whole run's metrics in one request) and stops there. A body declared larger
+/// than this, or not finished within [`DRAIN_TIMEOUT`], is answered at once, and over HTTP/1.1 the
+/// connection is closed (`Connection: close`); such a client may then see the reset. Both cases are
+/// counted (`requestsOversize` in `/api/monitoring`).
+pub const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest the API spends reading and discarding an oversize body (see [`MAX_DRAIN_BYTES`]).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What happened to an oversize body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Oversize {
+    /// Read to its end and discarded: the connection stays open.
+    Drained,
+    /// Not read to its end (declared or found larger than [`MAX_DRAIN_BYTES`], too slow, or the client
+    /// waits for `100 Continue` before sending it): answered at once, the HTTP/1.1 connection closed.
+    Refused,
+    /// The body broke off (the client went away, or sent a malformed body): answered, connection closed.
+    Broken,
+}
+
+/// How oversize bodies were handled, for `GET /metrics` and `GET /api/monitoring`.
+#[derive(Debug, Default)]
+struct OversizeStats {
+    drained: Counter,
+    refused: Counter,
+    broken: Counter,
+}
+
+impl OversizeStats {
+    fn record(&self, outcome: Oversize) {
+        match outcome {
+            Oversize::Drained => self.drained.inc(),
+            Oversize::Refused => self.refused.inc(),
+            Oversize::Broken => self.broken.inc(),
+        };
+    }
+}
+
+/// Reads a body of at most [`MAX_MESSAGE_BYTES`]; a larger one is read on to its end, within
+/// [`MAX_DRAIN_BYTES`] and [`DRAIN_TIMEOUT`], and thrown away (see [`MAX_DRAIN_BYTES`] for why).
+async fn read_body(
+    parts: &axum::http::request::Parts,
+    body: axum::body::Body,
+    declared: Option<usize>,
+) -> Result<axum::body::Bytes, Oversize> {
+    use futures_util::StreamExt;
+    if let Some(declared) = declared.filter(|&n| n > MAX_MESSAGE_BYTES) {
+        // A client waiting for `100 Continue` has not sent the body, and will not once it has the
+        // final answer: nothing to drain (reading would ask it to send all of it).
+        let waits = parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if waits || declared > MAX_DRAIN_BYTES {
+            return Err(Oversize::Refused);
+        }
+    }
+    let mut stream = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(MAX_MESSAGE_BYTES));
+    let mut seen = 0usize;
+    let read = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return Err(Oversize::Broken);
+            };
+            seen += chunk.len();
+            if seen > MAX_DRAIN_BYTES {
+                return Err(Oversize::Refused);
+            }
+            if seen <= MAX_MESSAGE_BYTES {
+                kept.extend_from_slice(&chunk);
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match read {
+        Err(_) => Err(Oversize::Refused),
+        Ok(Err(outcome)) => Err(outcome),
+        Ok(Ok(())) if seen > MAX_MESSAGE_BYTES => Err(Oversize::Drained),
+        Ok(Ok(())) => Ok(kept.into()),
+    }
+}
+
+/// The `413`; over HTTP/1.1 with `Connection: close` unless the body was read to its end. (HTTP/2 has
+/// no such header: the stream ends, or is reset with `NO_ERROR` after the response.)
+fn too_large(parts: &axum::http::request::Parts, outcome: Oversize) -> Response {
+    let mut response = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than {MAX_MESSAGE_BYTES} bytes"),
+    );
+    if outcome != Oversize::Drained && parts.version < axum::http::Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// The API's counters, for `GET /metrics` and `GET /api/monitoring`.
 #[derive(Debug)]
 struct ApiStats {
@@ -127,6 +240,8 @@ struct ApiStats {
     invalid: Counter,
     redis_errors: Counter,
     shed: Counter,
+    /// Oversize bodies, by how they were handled.
+    oversize: OversizeStats,
     /// Connections to a TLS port that never completed their handshake (plain HTTP sent to a TLS port,
     /// a client that does not trust the certificate, a handshake that timed out).
     tls_handshakes_failed: Counter,
@@ -140,6 +255,7 @@ impl ApiStats {
         let redis_errors = Counter::default();
         let shed = Counter::default();
         let tls_handshakes_failed = Counter::default();
+        let oversize = OversizeStats::default();
         registry.register(
             "metrics_accepted",
             "Metrics appended to the stream and acked 202",
@@ -161,6 +277,21 @@ impl ApiStats {
             shed.clone(),
         );
         registry.register(
+            "oversize_drained",
+            "Oversize bodies (413) read to their end and discarded: the connection stayed open",
+            oversize.drained.clone(),
+        );
+        registry.register(
+            "oversize_refused",
+            "Oversize bodies (413) answered unread: over the drain bound, too slow, or Expect: 100-continue",
+            oversize.refused.clone(),
+        );
+        registry.register(
+            "oversize_broken",
+            "Oversize bodies (413) that broke off while being drained",
+            oversize.broken.clone(),
+        );
+        registry.register(
             "tls_handshakes_failed",
             "Connections to a TLS port that never completed their handshake",
             tls_handshakes_failed.clone(),
@@ -171,6 +302,7 @@ impl ApiStats {
             invalid,
             redis_errors,
             shed,
+            oversize,
             tls_handshakes_failed,
         }
     }
@@ -392,19 +524,13 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {MAX_MESSAGE_BYTES} bytes"),
-        )
-    };
-    if declared.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
-        state.stats.invalid.inc();
-        return too_large();
-    }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await else {
-        state.stats.invalid.inc();
-        return too_large();
+    let bytes = match read_body(&parts, body, declared).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => {
+            state.stats.invalid.inc();
+            state.stats.oversize.record(refusal);
+            return too_large(&parts, refusal);
+        }
     };
     let metrics = match parse_metrics_body(&bytes) {
         Ok(metrics) => metrics,
@@ -566,6 +692,12 @@ async fn monitoring(State(state): State<Arc<Inner>>) -> Json<serde_json::Value> 
         "requestsInvalid": s.invalid.get(),
         "redisErrors": s.redis_errors.get(),
         "requestsShed": s.shed.get(),
+        "requestsOversize": {
+            "drained": s.oversize.drained.get(),
+            "refused": s.oversize.refused.get(),
+            "broken": s.oversize.broken.get(),
+            "maxDrainBytes": MAX_DRAIN_BYTES,
+        },
         "inFlightAvailable": state.in_flight.available_permits(),
         "tls": state.tls,
         "tlsHandshakesFailed": s.tls_handshakes_failed.get(),

@@ -1,12 +1,38 @@
-//! The broadcaster: Redis pub/sub events out to dashboards over WebSocket (port 4002).
+//! The broadcaster: the workers' events out to dashboards over WebSocket (port 4002).
 //!
 //! ```text
-//! SUBSCRIBE metrics:pubsub ──▶ each event (text, relayed verbatim) ──▶ every dashboard whose filter
-//!   (resubscribes by itself                                             matches its serverId, through
-//!    when Redis comes back)                                             the same bounded outbox as System 2
+//! --fanout stream (default):
+//!   XREAD BLOCK from the last id relayed ◀── capped stream metrics:processed ◀── workers (same MULTI
+//!   (own connection; after any gap,            n: 1, 2, 3, …  event: <json>               as their XACK)
+//!    reads on from where it was)
+//!       │ n jumped: the events between were trimmed ──▶ {"type":"gap","events":k,…}
+//!       ▼
+//!   each metric.processed event (text, verbatim) ──▶ every dashboard whose filter matches its serverId,
+//!                                                    through the same bounded outbox as System 2
+//! SUBSCRIBE metrics:pubsub ──▶ metric.ingested events (and metric.processed ones with --fanout pubsub)
+//!   (resubscribes by itself; the lost time ──▶ {"type":"gap","events":null,…})
 //! dashboard ─ {"type":"subscribe","serverId":…} ─▶ {"type":"subscription.ack",…}
 //! dashboard ─ {"type":"snapshot.request",…} ─▶ HGETALL metrics:latest:<id> ─▶ {"type":"snapshot",…}
 //! ```
+//!
+//! **Why a stream, and why it is the default.** Redis pub/sub is at most once: a message published while
+//! the broadcaster is not subscribed (Redis restarting, the connection re-established, 3 s of backoff)
+//! goes to nobody. In the seed's design (`--fanout pubsub`), a Redis restart that lost not one acked
+//! metric still cost the dashboards a tenth of a 30 s run: the workers processed the backlog while the
+//! broadcaster was resubscribing. So the workers also append each `metric.processed` event to a capped
+//! stream, in the same transaction as their `XACK` (an event exists if and only if its metric was
+//! processed), numbered by a counter; the broadcaster reads it with a blocking `XREAD` from the last id
+//! it relayed, and after any gap simply reads on. What it can still miss is what the cap
+//! (`--processed-maxlen`) trimmed before it read it: the numbers say exactly how many. The cost is an
+//! `XADD` per metric in the workers' transaction and the stream's memory (the cap); pub/sub stays
+//! selectable so that the difference can be shown. `metric.ingested` notices (published by the API,
+//! which has no stream of events) still come by pub/sub in both modes.
+//!
+//! **Gaps are said, not left to guess.** After a gap the broadcaster cannot fill, every dashboard gets
+//! `{"type":"gap","eventType":…,"events":N|null,"fromMs":…,"toMs":…,"reason":…}`
+//! ([`lab_core::wire::system1::Gap`]), in order with the events: `trimmed` with the exact count
+//! (stream), `unsubscribed` with `null` (pub/sub cannot know), `reset` when the stream's numbers went
+//! backwards (Redis lost its data). Counted: `gaps`, `gapEvents` in `/api/monitoring`.
 //!
 //! A new dashboard receives every server's events until it subscribes with a filter. Events are not
 //! re-serialized: the text Redis delivers is the text dashboards receive. A slow dashboard is handled as
@@ -30,7 +56,7 @@ use futures_util::{SinkExt, StreamExt};
 use lab_core::outbox::{Preferences, Pushed, Update};
 use lab_core::parse::parse_dashboard_request;
 use lab_core::wire::close::CloseReason;
-use lab_core::wire::system1::{DashboardReply, DashboardRequest};
+use lab_core::wire::system1::{DashboardReply, DashboardRequest, Gap, GapReason};
 use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -42,7 +68,7 @@ use tokio::net::TcpListener;
 use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BroadcasterArgs, RedisArgs};
+use crate::config::{BroadcasterArgs, Fanout, RedisArgs};
 use crate::worker::latest_key;
 
 type Outbox = lab_core::outbox::Outbox<Utf8Bytes>;
@@ -53,6 +79,14 @@ pub const SNAPSHOT_MAX_SERVERS: usize = 10_000;
 /// Most events sent per wake-up of a dashboard.
 const EVENTS_PER_WAKE: usize = 256;
 
+/// How long one `XREAD` of the `processed` stream waits for new events (`BLOCK`), in ms; the reading
+/// connection's response timeout is above it (a blocking read is not a dead connection).
+pub const STREAM_BLOCK_MS: u64 = 1_000;
+
+/// Most events one `XREAD` returns: at 2 000 events/s a caught-up broadcaster gets a few per read; after
+/// a gap it catches up 512 at a time.
+pub const STREAM_READ_COUNT: usize = 512;
+
 struct Hub {
     config: BroadcasterArgs,
     channel: String,
@@ -60,7 +94,15 @@ struct Hub {
     dashboards: ArcSwap<Vec<Arc<Outbox>>>,
     dashboards_write: std::sync::Mutex<()>,
     redis: ConnectionManager,
+    /// Where `metric.processed` events come from (`--fanout`).
+    fanout: Fanout,
+    /// The capped stream of `metric.processed` events (stream fan-out).
+    processed_stream: String,
     subscribed: AtomicBool,
+    /// Stream fan-out: the last `XREAD` succeeded.
+    reading: AtomicBool,
+    /// Stream fan-out: the id of the last event relayed, for `/api/monitoring`.
+    last_relayed: std::sync::Mutex<String>,
     next_id: AtomicU64,
     /// What the broadcaster counts. Prometheus metrics (shared atomics), registered in `registry`, so
     /// that `/api/monitoring` and `GET /metrics` read the same numbers.
@@ -84,6 +126,12 @@ struct Stats {
     unreadable: Counter,
     /// Subscriptions to the channel: 1, plus one per resubscription after losing Redis.
     resubscriptions: Counter,
+    /// Gap frames sent to dashboards (each to every dashboard).
+    gaps: Counter,
+    /// Events the gap frames reported missing, where the count is known (stream fan-out).
+    gap_events: Counter,
+    /// Stream fan-out: `metric.processed` events on pub/sub, ignored (the stream delivers them).
+    pubsub_processed_ignored: Counter,
 }
 
 impl Stats {
@@ -117,6 +165,16 @@ impl Stats {
             self.resubscriptions.clone(),
         );
         registry.register(
+            "gaps",
+            "Gap frames sent to dashboards: events that could not be delivered",
+            self.gaps.clone(),
+        );
+        registry.register(
+            "gap_events",
+            "Events reported missing by gap frames, where the count is known",
+            self.gap_events.clone(),
+        );
+        registry.register(
             "dashboards",
             "Open dashboard connections",
             self.connections.clone(),
@@ -137,6 +195,35 @@ impl Hub {
             .collect();
         list.extend(add);
         self.dashboards.store(Arc::new(list));
+    }
+
+    /// Hands one pub/sub message to [`Hub::relay`]; with stream fan-out, `metric.processed` events are
+    /// ignored here (the stream delivers each exactly once).
+    fn relay_published(&self, text: String) {
+        if self.fanout == Fanout::Stream && text.contains(r#""type":"metric.processed""#) {
+            self.stats.pubsub_processed_ignored.inc();
+            return;
+        }
+        self.relay(text);
+    }
+
+    /// Tells every dashboard (whatever its filter: the missing events may be any server's) about a gap.
+    /// It goes through each outbox like the events, so it arrives in its place among them.
+    fn gap(&self, gap: Gap) {
+        self.stats.gaps.inc();
+        self.stats.gap_events.inc_by(gap.events.unwrap_or(0));
+        tracing::warn!(events = ?gap.events, from_ms = gap.from_ms, to_ms = gap.to_ms, reason = ?gap.reason,
+            "a gap in the events: dashboards are told");
+        let text = serde_json::to_string(&DashboardReply::Gap(gap)).expect("replies serialize");
+        // A key no server id can have (ids are `A-Z a-z 0-9 . _ : -`), one per gap: a gap frame is
+        // never coalesced with an event, nor with another gap.
+        let key = format!("#gap-{}", self.stats.gaps.get());
+        let update = Arc::new(Update::verbatim(&key, Utf8Bytes::from(text)));
+        for outbox in self.dashboards.load().iter() {
+            if outbox.push(&update) == Pushed::Dropped {
+                self.stats.dropped.inc();
+            }
+        }
     }
 
     /// Hands one event to every dashboard that wants its server.
@@ -210,7 +297,11 @@ impl Broadcaster {
             dashboards: ArcSwap::default(),
             dashboards_write: std::sync::Mutex::new(()),
             redis: connection,
+            fanout: args.fanout,
+            processed_stream: redis.processed_stream.clone(),
             subscribed: AtomicBool::new(false),
+            reading: AtomicBool::new(false),
+            last_relayed: std::sync::Mutex::new(String::new()),
             next_id: AtomicU64::new(1),
             registry: stats.registry(),
             stats,
@@ -240,6 +331,8 @@ impl Broadcaster {
             self.client.clone(),
             stop.clone(),
         ));
+        let read = (self.hub.fanout == Fanout::Stream)
+            .then(|| tokio::spawn(stream_loop(self.hub.clone(), self.client.clone(), stop.clone())));
         let tasks = tokio_util::task::TaskTracker::new();
         let app = Router::new()
             .route("/", get(websocket))
@@ -263,6 +356,9 @@ impl Broadcaster {
         tasks.close();
         let _ = timeout(Duration::from_secs(5), tasks.wait()).await;
         relay.abort();
+        if let Some(read) = read {
+            read.abort();
+        }
         Ok(())
     }
 }
@@ -270,6 +366,8 @@ impl Broadcaster {
 /// Subscribes, relays, and on any loss resubscribes with a backoff.
 async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
+    // The last message before the subscription was lost: what was published after it went to nobody.
+    let mut lost_at: Option<u64> = None;
     while !stop.is_cancelled() {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&hub.channel).await {
@@ -279,13 +377,31 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
                         tracing::info!(channel = %hub.channel, "resubscribed");
                     }
                     hub.subscribed.store(true, Ordering::Relaxed);
+                    if let Some(from_ms) = lost_at.take() {
+                        hub.gap(Gap {
+                            event_type: match hub.fanout {
+                                Fanout::Stream => "metric.ingested".into(),
+                                Fanout::Pubsub => "*".into(),
+                            },
+                            events: None,
+                            from_ms,
+                            to_ms: lab_core::now_ms() as u64,
+                            reason: GapReason::Unsubscribed,
+                        });
+                    }
                     backoff = Duration::from_millis(100);
                     let mut messages = pubsub.on_message();
+                    // When the last message came: a lost message was published after it (the gap's
+                    // start), whereas noticing the loss may come a moment after the first lost one.
+                    let mut last_heard = lab_core::now_ms() as u64;
                     loop {
                         tokio::select! {
                             message = messages.next() => match message {
                                 Some(m) => match m.get_payload::<String>() {
-                                    Ok(text) => hub.relay(text),
+                                    Ok(text) => {
+                                        last_heard = lab_core::now_ms() as u64;
+                                        hub.relay_published(text)
+                                    }
                                     Err(_) => { hub.stats.unreadable.inc(); }
                                 },
                                 None => break,
@@ -294,6 +410,7 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
                         }
                     }
                     hub.subscribed.store(false, Ordering::Relaxed);
+                    lost_at = Some(last_heard);
                     tracing::warn!(channel = %hub.channel, "lost the Redis subscription; resubscribing");
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot subscribe yet"),
@@ -305,6 +422,144 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
             _ = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Where the stream fan-out stands: the last event relayed.
+#[derive(Debug, Clone)]
+struct Position {
+    /// Its stream id (`<ms>-<seq>`): the next `XREAD` starts after it.
+    id: String,
+    /// Its number (`n`), or `None` before the first event: the next must be `n + 1`.
+    n: Option<u64>,
+}
+
+/// Reads the `processed` stream from where it was, relays each event, and on any loss of Redis
+/// reconnects with a backoff and reads on from the same place.
+async fn stream_loop(hub: Arc<Hub>, client: redis::Client, stop: CancellationToken) {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(STREAM_BLOCK_MS + 2_000)));
+    let mut position: Option<Position> = None;
+    let mut backoff = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        match client.get_multiplexed_async_connection_with_config(&config).await {
+            Ok(mut connection) => loop {
+                let step = async {
+                    let from = match &position {
+                        Some(p) => p.clone(),
+                        None => tail(&hub, &mut connection).await?,
+                    };
+                    let read = read_processed(&hub, &mut connection, &from.id).await;
+                    position = Some(from);
+                    read
+                };
+                let entries = tokio::select! {
+                    entries = step => entries,
+                    _ = stop.cancelled() => return,
+                };
+                match entries {
+                    Ok(entries) => {
+                        hub.reading.store(true, Ordering::Relaxed);
+                        backoff = Duration::from_millis(100);
+                        let at = position.as_mut().expect("set above");
+                        for (id, n, event) in entries {
+                            relay_entry(&hub, at, id, n, event);
+                        }
+                    }
+                    Err(e) => {
+                        hub.reading.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "reading the processed stream failed; reading on from the last event relayed");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::debug!(error = %e, "Redis unreachable; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Where a broadcaster that just started reads from: after the newest event (dashboards connecting now
+/// want what happens next, not history), or from the start of an empty stream.
+async fn tail(hub: &Hub, connection: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<Position> {
+    let newest: redis::streams::StreamRangeReply = connection
+        .xrevrange_count(&hub.processed_stream, "+", "-", 1)
+        .await?;
+    Ok(match newest.ids.first() {
+        Some(entry) => Position {
+            id: entry.id.clone(),
+            n: entry.get::<String>("n").and_then(|n| n.parse().ok()),
+        },
+        None => Position {
+            id: "0-0".into(),
+            n: None,
+        },
+    })
+}
+
+/// One blocking `XREAD` after `from`: each entry's id, number and event text.
+async fn read_processed(
+    hub: &Hub,
+    connection: &mut redis::aio::MultiplexedConnection,
+    from: &str,
+) -> redis::RedisResult<Vec<(String, Option<u64>, Option<String>)>> {
+    let options = redis::streams::StreamReadOptions::default()
+        .block(STREAM_BLOCK_MS as usize)
+        .count(STREAM_READ_COUNT);
+    let reply: Option<redis::streams::StreamReadReply> = connection
+        .xread_options(&[&hub.processed_stream], &[from], &options)
+        .await?;
+    Ok(reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|k| k.ids)
+        .map(|entry| {
+            let n = entry.get::<String>("n").and_then(|n| n.parse().ok());
+            let event = entry.get::<String>("event");
+            (entry.id, n, event)
+        })
+        .collect())
+}
+
+/// The `<ms>` of a stream id `<ms>-<seq>`.
+fn id_ms(id: &str) -> u64 {
+    id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0)
+}
+
+/// Relays one entry of the `processed` stream, first telling dashboards of any gap before it: its
+/// number should be the last one's plus one; more means the cap trimmed the events between before
+/// they were read (exactly that many), fewer means the count started again (Redis lost its data).
+fn relay_entry(hub: &Hub, at: &mut Position, id: String, n: Option<u64>, event: Option<String>) {
+    if let (Some(last), Some(n)) = (at.n, n) {
+        let gap = if n > last + 1 {
+            Some((Some(n - last - 1), GapReason::Trimmed))
+        } else if n <= last {
+            Some((None, GapReason::Reset))
+        } else {
+            None
+        };
+        if let Some((events, reason)) = gap {
+            hub.gap(Gap {
+                event_type: "metric.processed".into(),
+                events,
+                from_ms: id_ms(&at.id),
+                to_ms: id_ms(&id),
+                reason,
+            });
+        }
+    }
+    *hub.last_relayed.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
+    *at = Position { id, n: n.or(at.n) };
+    match event {
+        Some(text) => hub.relay(text),
+        None => {
+            hub.stats.unreadable.inc();
+        }
     }
 }
 
@@ -391,7 +646,8 @@ async fn serve_dashboard(
             incoming = socket.recv() => {
                 let message = match incoming {
                     Some(Ok(m)) => m,
-                    Some(Err(_)) | None => return None,
+                    Some(Err(e)) => return failed(e).map(close),
+                    None => return None,
                 };
                 heard_from = true;
                 let bytes: &[u8] = match &message {
@@ -440,6 +696,19 @@ async fn serve_dashboard(
                 }
             }
         }
+    }
+}
+
+/// The close reason for a read error the client caused, if any (RFC 6455 §7.4): 1007 for a text
+/// message that is not UTF-8, 1009 for one over the size limit. Other errors (the connection broke, the
+/// peer broke the framing) leave nothing to say, or nobody to say it to. tungstenite keeps the
+/// connection open after these two errors, so the close frame can still be sent.
+fn failed(error: axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Utf8(_)) => Some(CloseReason::InvalidUtf8),
+        Ok(Error::Capacity(_)) => Some(CloseReason::TooBig),
+        _ => None,
     }
 }
 
@@ -497,7 +766,8 @@ fn payload_from_hash(hash: &[(String, String)]) -> Option<UpdatePayload> {
 }
 
 async fn health(State((hub, _, _)): State<AppState>) -> Response {
-    let subscribed = hub.subscribed.load(Ordering::Relaxed);
+    let subscribed = hub.subscribed.load(Ordering::Relaxed)
+        && (hub.fanout == Fanout::Pubsub || hub.reading.load(Ordering::Relaxed));
     let body = serde_json::json!({
         "status": if subscribed { "ok" } else { "degraded" },
         "redis": if subscribed { "subscribed" } else { "resubscribing" },
@@ -537,6 +807,13 @@ async fn monitoring(State((hub, _, _)): State<AppState>) -> Json<serde_json::Val
         "updatesCoalesced": hub.stats.coalesced.get(),
         "updatesDropped": hub.stats.dropped.get(),
         "subscriptions": hub.stats.resubscriptions.get(),
+        "fanout": match hub.fanout { Fanout::Stream => "stream", Fanout::Pubsub => "pubsub" },
+        "processedStream": hub.processed_stream,
+        "reading": hub.reading.load(Ordering::Relaxed),
+        "lastRelayedId": *hub.last_relayed.lock().unwrap_or_else(|e| e.into_inner()),
+        "pubsubProcessedIgnored": hub.stats.pubsub_processed_ignored.get(),
+        "gaps": hub.stats.gaps.get(),
+        "gapEvents": hub.stats.gap_events.get(),
         "dashboards": dashboards,
     }))
 }

@@ -85,6 +85,23 @@ pub struct RedisArgs {
         global = true
     )]
     pub channel: String,
+    /// **(ours)** The capped stream the workers append their `metric.processed` events to, beside
+    /// publishing them, so that a broadcaster can read on from where it was after any gap (see
+    /// [`crate::broadcaster`]). Its count of events ever added is the key `<this>:count`.
+    #[arg(
+        long,
+        env = "SYSTEM1_PROCESSED_STREAM",
+        default_value = "metrics:processed",
+        global = true
+    )]
+    pub processed_stream: String,
+    /// **(ours)** The `processed` stream keeps about this many events (`XADD MAXLEN ~`): the bound on
+    /// its memory, and how far behind a broadcaster may fall (or how long it may be away) and still
+    /// catch up. 100 000 is 50 s at 2 000 metrics/s. Events trimmed before a broadcaster read them are
+    /// reported to its dashboards as a `gap` and counted (`gapEvents` in its `/api/monitoring`).
+    #[arg(long, env = "SYSTEM1_PROCESSED_MAXLEN", default_value_t = 100_000, global = true,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub processed_maxlen: u64,
 }
 
 impl RedisArgs {
@@ -272,8 +289,25 @@ pub struct BroadcasterArgs {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub ping_interval_ms: u64,
 
+    /// Where the broadcaster reads the workers' `metric.processed` events: `stream` (the capped
+    /// `processed` stream, read with `XREAD` from the last event relayed: after a Redis restart or a
+    /// lost connection it catches up, and only what the cap trimmed is missing, reported as a gap) or
+    /// `pubsub` (the seed's design: at-most-once, so whatever is published while it resubscribes is
+    /// lost, reported as a gap of unknown size). `metric.ingested` events come by pub/sub either way.
+    #[arg(long, env = "SYSTEM1_FANOUT", value_enum, default_value_t = Fanout::Stream)]
+    pub fanout: Fanout,
+
     /// Most dashboard connections at once; one more is closed with 1013.
     #[arg(long, env = "SYSTEM1_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+}
+
+/// How the broadcaster receives the workers' `metric.processed` events (`--fanout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fanout {
+    /// Read the capped `processed` stream from the last event relayed: resumable.
+    Stream,
+    /// Subscribe to the pub/sub channel: at most once (the seed's design).
+    Pubsub,
 }

@@ -6,7 +6,8 @@
 //!   └▶ per server: ZRANGE metrics:samples:<id>  → rebuild the windows (lab-core, as System 2)
 //!                  add this batch's metrics in order; skip those already there (redeliveries)
 //!   └▶ MULTI: ZADD samples · trim them · HSET metrics:latest:<id>
-//!             · EVAL: PUBLISH metric.processed for each metric (windows on each server's last) · XACK
+//!             · EVAL: for each metric, PUBLISH metric.processed (windows on each server's last)
+//!                     and XADD it to the capped `metrics:processed` stream, numbered · XACK
 //! ```
 //!
 //! **Why the window state lives in Redis.** All the workers of a group share one stream, and Redis hands
@@ -87,10 +88,26 @@ pub struct WorkerStats {
 /// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
 const CACHE_MAX_SERVERS: usize = 10_000;
 
-/// Publishes every ARGV after the first on the channel ARGV[1]: a batch's `metric.processed` events
-/// in one command of the batch's transaction, rather than one `PUBLISH` (and two replies to parse)
-/// per metric.
-const PUBLISH_ALL: &str = "for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end return #ARGV - 1";
+/// Announces a batch's `metric.processed` events (ARGV[3…]) in one command of the batch's
+/// transaction: each is published on the channel ARGV[1] and appended to the capped `processed`
+/// stream KEYS[1] (about ARGV[2] entries, `MAXLEN ~`) with its number `n` in the count KEYS[2] of
+/// events ever appended. In the same `MULTI` as the batch's `XACK`, so an event is in the stream if
+/// and only if its entry was processed; the broadcaster tells a gap (events trimmed before it read
+/// them) and its exact size from the numbers (see [`crate::broadcaster`]).
+const ANNOUNCE: &str = r#"
+local count = #ARGV - 2
+local last = redis.call('INCRBY', KEYS[2], count)
+for i = 3, #ARGV do
+  redis.call('PUBLISH', ARGV[1], ARGV[i])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', last - count + i - 2, 'event', ARGV[i])
+end
+return count
+"#;
+
+/// The key counting the events ever appended to the `processed` stream `stream`.
+pub fn processed_count_key(stream: &str) -> String {
+    format!("{stream}:count")
+}
 
 /// A worker's cached view of one server's samples.
 struct Cached {
@@ -163,6 +180,9 @@ pub struct Worker {
     stream: String,
     group: String,
     channel: String,
+    /// The capped stream of `metric.processed` events, and its cap ([`ANNOUNCE`]).
+    processed: String,
+    processed_maxlen: u64,
     spec: WindowSpec,
     capacity: usize,
     batch_size: usize,
@@ -212,6 +232,8 @@ impl Worker {
             stream: redis.stream_key.clone(),
             group: args.group.clone(),
             channel: redis.channel.clone(),
+            processed: redis.processed_stream.clone(),
+            processed_maxlen: redis.processed_maxlen,
             spec,
             capacity: args.buffer_size as usize,
             batch_size: args.batch_size as usize,
@@ -443,7 +465,13 @@ impl Worker {
         let mut touched: Vec<&str> = Vec::new();
         let mut event = Vec::new();
         let mut announce = redis::cmd("EVAL");
-        announce.arg(PUBLISH_ALL).arg(0).arg(&self.channel);
+        announce
+            .arg(ANNOUNCE)
+            .arg(2)
+            .arg(&self.processed)
+            .arg(processed_count_key(&self.processed))
+            .arg(&self.channel)
+            .arg(self.processed_maxlen);
         let mut announced = 0;
         for (server, metrics) in &by_server {
             let cached = self.cache.get_mut(server).expect("refreshed above");

@@ -352,3 +352,142 @@ async fn health_and_prometheus_describe_the_api() {
         .unwrap();
     assert_eq!(m["metricsAccepted"], 1);
 }
+
+/// A 5 MB batch: twenty times the body limit, as a client that batches a whole run would send.
+fn five_megabytes() -> Vec<u8> {
+    let one = metric("big", 0).to_string();
+    let mut body = b"[".to_vec();
+    while body.len() < 5_000_000 {
+        body.extend_from_slice(one.as_bytes());
+        body.push(b',');
+    }
+    body.extend_from_slice(one.as_bytes());
+    body.push(b']');
+    body
+}
+
+/// Sends the oversize body and then a valid metric on one hyper connection of `version`; returns
+/// both answers (status, JSON body). A client that sends its whole body without waiting, as httpx
+/// and most libraries do (hyper sends no `Expect: 100-continue`).
+async fn oversize_then_valid(url: &str, version: hyper::Version) -> [(u16, Value); 2] {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let address = url.strip_prefix("http://").unwrap();
+    let io = TokioIo::new(tokio::net::TcpStream::connect(address).await.unwrap());
+    let bodies = [five_megabytes(), metric("after", 1).to_string().into_bytes()];
+    let requests = bodies.map(|body| {
+        hyper::Request::post(format!("{url}/metrics"))
+            .header("host", address)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    });
+    let mut answers = Vec::new();
+    if version == hyper::Version::HTTP_2 {
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        for mut request in requests {
+            *request.version_mut() = hyper::Version::HTTP_2;
+            answers.push(
+                sender
+                    .send_request(request)
+                    .await
+                    .expect("an answer, not a reset"),
+            );
+        }
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        for request in requests {
+            sender.ready().await.expect("the connection is still open");
+            answers.push(
+                sender
+                    .send_request(request)
+                    .await
+                    .expect("an answer, not a reset"),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for answer in answers {
+        let status = answer.status().as_u16();
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        out.push((status, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    }
+    out.try_into().unwrap()
+}
+
+#[tokio::test]
+async fn an_oversize_body_gets_its_413_and_the_connection_serves_the_next_request() {
+    let redis = RedisServer::start().unwrap();
+    let api = start_api(&redis, &[]).await;
+    for version in [hyper::Version::HTTP_11, hyper::Version::HTTP_2] {
+        let [(status, body), (next, next_body)] = oversize_then_valid(&api.urls[0], version).await;
+        assert_eq!(status, 413, "{version:?}: {body}");
+        assert_eq!(
+            body["error"],
+            format!(
+                "the body is larger than {} bytes",
+                lab_core::limits::MAX_MESSAGE_BYTES
+            ),
+            "{version:?}"
+        );
+        assert_eq!(next, 202, "{version:?}, same connection: {next_body}");
+    }
+    // reqwest, as an application would use it, in both protocols.
+    for client in [
+        reqwest::Client::new(),
+        reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap(),
+    ] {
+        let response = client
+            .post(format!("{}/metrics", api.urls[1]))
+            .header("content-type", "application/json")
+            .body(five_megabytes())
+            .send()
+            .await
+            .expect("the 413, not a reset");
+        assert_eq!(response.status().as_u16(), 413);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("larger than"), "{body}");
+        assert_eq!(post(&client, &api.urls[1], &metric("after", 2)).await.0, 202);
+    }
+    let monitoring: Value = reqwest::get(format!("{}/api/monitoring", api.urls[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(monitoring["requestsOversize"]["drained"], 4, "{monitoring}");
+    assert_eq!(monitoring["requestsOversize"]["refused"], 0, "{monitoring}");
+}
+
+#[tokio::test]
+async fn a_body_declared_past_the_drain_bound_is_refused_unread() {
+    let redis = RedisServer::start().unwrap();
+    let api = start_api(&redis, &[]).await;
+    let address = api.urls[0].strip_prefix("http://").unwrap();
+    // Declares 1 GB and sends none of it: the answer comes at once, and says the connection closes.
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(
+        b"POST /metrics HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(answer.contains("larger than"), "{answer}");
+}

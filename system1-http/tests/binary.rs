@@ -69,13 +69,26 @@ async fn all_roles_run_and_sigterm_stops_them_cleanly() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 202);
+    // Each role reports healthy once it is connected to Redis (the broadcaster: once it is reading
+    // its fan-out), which may be a moment after its port opens.
     for port in [ws, ops] {
-        let health = client
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(health.status().as_u16(), 200, "port {port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let health = client
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .unwrap();
+            if health.status().as_u16() == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port} still answers {} after 10 s",
+                health.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     let started = Instant::now();

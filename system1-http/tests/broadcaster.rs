@@ -15,9 +15,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn start_broadcaster(redis: &RedisServer) -> String {
+/// Starts a broadcaster (plus `extra` flags) on a free port; returns its WebSocket URL once it is
+/// subscribed (and, with stream fan-out, reading).
+async fn start_broadcaster(redis: &RedisServer, extra: &[&str]) -> String {
     let url = redis.url();
-    let cli = Cli::try_parse_from([
+    let mut args = vec![
         "system1",
         "--redis-url",
         &url,
@@ -26,8 +28,9 @@ async fn start_broadcaster(redis: &RedisServer) -> String {
         "127.0.0.1",
         "--ws-port",
         "0",
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).unwrap();
     let Role::Broadcaster(args) = &cli.role else {
         unreachable!()
     };
@@ -71,7 +74,8 @@ fn event(kind: &str, server: &str, seq: u64) -> String {
 #[tokio::test]
 async fn events_are_relayed_verbatim_to_dashboards_that_want_them() {
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    // Events published by hand, as the seed's pub/sub fan-out relays them.
+    let url = start_broadcaster(&redis, &["--fanout", "pubsub"]).await;
     let mut all = connect(&url).await;
     let mut only_b = connect(&url).await;
     send(&mut only_b, json!({"type": "subscribe", "serverId": "b"})).await;
@@ -139,7 +143,7 @@ async fn events_are_relayed_verbatim_to_dashboards_that_want_them() {
 #[tokio::test]
 async fn snapshots_come_from_the_workers_hashes() {
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &[]).await;
     let windows = json!({"1000": {"samples": 1, "averages": {"cpu": 5.0, "memory": 1.0, "disk": 2.0, "networkIn": 0.0, "networkOut": 0.0}}});
     for id in ["b", "a"] {
         let _: () = redis
@@ -178,7 +182,7 @@ async fn snapshots_come_from_the_workers_hashes() {
 #[tokio::test]
 async fn a_malformed_message_gets_the_originals_error_and_the_connection_stays() {
     let redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &[]).await;
     let mut ws = connect(&url).await;
     for bad in [
         json!({"type": "publish"}),
@@ -197,10 +201,12 @@ async fn a_malformed_message_gets_the_originals_error_and_the_connection_stays()
 }
 
 #[tokio::test]
-async fn after_a_redis_restart_it_resubscribes_by_itself() {
+async fn after_a_redis_restart_it_resubscribes_by_itself_and_reports_the_gap() {
     let mut redis = RedisServer::start().unwrap();
-    let url = start_broadcaster(&redis).await;
+    let url = start_broadcaster(&redis, &["--fanout", "pubsub"]).await;
     let mut ws = connect(&url).await;
+    let before = lab_core::now_ms() as u64;
+    let mut gap = None;
     redis.stop();
     redis.restart().unwrap();
     // Publish until the broadcaster is back on the channel and relays.
@@ -213,21 +219,35 @@ async fn after_a_redis_restart_it_resubscribes_by_itself() {
         if let Ok(Some(Ok(Message::Text(text)))) =
             tokio::time::timeout(Duration::from_millis(200), ws.next()).await
         {
-            assert_eq!(
-                serde_json::from_str::<Value>(&text).unwrap()["type"],
-                "metric.processed"
-            );
+            let frame = serde_json::from_str::<Value>(&text).unwrap();
+            if frame["type"] == "gap" {
+                gap = Some(frame);
+                continue;
+            }
+            assert_eq!(frame["type"], "metric.processed");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "never resubscribed");
     }
+    // Told before the first event after the restart: pub/sub cannot say how many were lost.
+    let gap = gap.expect("a gap frame before the events resumed");
+    assert_eq!(gap["reason"], "unsubscribed", "{gap}");
+    assert_eq!(gap["events"], Value::Null, "{gap}");
+    assert_eq!(gap["eventType"], "*", "{gap}");
+    let (from, to) = (gap["fromMs"].as_u64().unwrap(), gap["toMs"].as_u64().unwrap());
+    // From the last message heard (none since the subscription, before the restart) to the new
+    // subscription, after it.
+    assert!(
+        from <= before && before <= to && to <= lab_core::now_ms() as u64,
+        "{gap}"
+    );
 }
 
 /// The whole of System 1: POST → stream → worker → pub/sub → broadcaster → dashboard.
 #[tokio::test]
 async fn a_posted_metric_reaches_a_dashboard_through_the_whole_pipeline() {
     let redis = RedisServer::start().unwrap();
-    let ws_url = start_broadcaster(&redis).await;
+    let ws_url = start_broadcaster(&redis, &[]).await;
     let url = redis.url();
     let cli = Cli::try_parse_from([
         "system1",
@@ -292,4 +312,108 @@ async fn a_posted_metric_reaches_a_dashboard_through_the_whole_pipeline() {
     };
     assert_eq!(snapshot["payload"]["seq"], 5);
     stop.cancel();
+}
+
+/// The close frame the server sends next (text and pings before it are skipped).
+async fn close_frame(ws: &mut Ws) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a close frame in time");
+        match next {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a close frame (1006): {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_text_message_that_is_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis, &[]).await;
+    let mut ws = connect(&url).await;
+    // A raw text frame (tungstenite masks it, as a client must) whose payload is not UTF-8: the text
+    // API cannot build one.
+    let bytes = b"{\"type\":\"subscribe\",\"serverId\":\"\xff\xfe\"}".to_vec();
+    ws.send(Message::Frame(Frame::message(
+        bytes,
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await
+    .unwrap();
+    let frame = close_frame(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 1007);
+    assert_eq!(
+        frame.reason.as_str(),
+        lab_core::wire::close::CloseReason::InvalidUtf8.text()
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis, &[]).await;
+    let mut ws = connect(&url).await;
+    let huge = "x".repeat(lab_core::limits::MAX_MESSAGE_BYTES + 1);
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let frame = close_frame(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 1009);
+}
+
+#[tokio::test]
+async fn with_stream_fanout_a_jump_in_the_numbers_is_reported_as_an_exact_gap() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis, &[]).await;
+    let mut ws = connect(&url).await;
+    let mut con = redis.connection();
+    // As the workers write them: numbered events. 2, 3 and 4 are missing, as if the cap had trimmed
+    // them before the broadcaster read them; then the count starts again, as after Redis lost its data.
+    let mut ids = Vec::new();
+    for n in [1u64, 5, 6, 1] {
+        let id: String = con
+            .xadd(
+                "metrics:processed",
+                "*",
+                &[("n", n.to_string()), ("event", event("metric.processed", "a", n))],
+            )
+            .unwrap();
+        ids.push(id);
+    }
+    let ms = |id: &str| id.split('-').next().unwrap().parse::<u64>().unwrap();
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        got.push(recv(&mut ws).await);
+    }
+    let kinds: Vec<&str> = got.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "metric.processed",
+            "gap",
+            "metric.processed",
+            "metric.processed",
+            "gap",
+            "metric.processed"
+        ]
+    );
+    assert_eq!(
+        got[1],
+        json!({"type": "gap", "eventType": "metric.processed", "events": 3, "fromMs": ms(&ids[0]), "toMs": ms(&ids[1]), "reason": "trimmed"})
+    );
+    assert_eq!(got[4]["reason"], "reset");
+    assert_eq!(got[4]["events"], Value::Null);
+    let monitoring: Value = reqwest::get(url.replace("ws://", "http://") + "api/monitoring")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(monitoring["gaps"], 2, "{monitoring}");
+    assert_eq!(monitoring["gapEvents"], 3, "{monitoring}");
+    assert_eq!(monitoring["lastRelayedId"], ids[3], "{monitoring}");
 }

@@ -23,7 +23,8 @@ pub enum CloseReason {
     WriteStalled,
     /// Nothing heard from the peer, not even a pong, for a whole ping interval.
     Heartbeat,
-    /// A text message that is not valid UTF-8 (RFC 6455 §8.1: the endpoint must fail the connection).
+    /// A text message that is not valid UTF-8 (RFC 6455 §8.1: the endpoint must fail the connection,
+    /// and 1007 says why: "data within a message that was not consistent with the type of the message").
     InvalidUtf8,
     /// A frame that breaks the WebSocket protocol itself: reserved bits set, an unknown opcode, an
     /// unmasked client frame, a fragmented or oversize control frame, a stray continuation.
@@ -80,5 +81,18 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => "invalid_utf8",
             CloseReason::ProtocolViolation => "protocol_violation",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_is_1007_with_a_reason_and_a_label() {
+        let reason = CloseReason::InvalidUtf8;
+        assert_eq!(reason.code(), 1007);
+        assert!(!reason.text().is_empty() && reason.text().len() <= 123);
+        assert_eq!(reason.label(), "invalid_utf8");
     }
 }

@@ -280,6 +280,14 @@ pub enum DashboardReply {
         /// One server's aggregates, or all.
         payload: SnapshotPayload,
     },
+    /// **(ext)** Events the broadcaster could not deliver, said out loud instead of left for the
+    /// dashboard to guess: after a gap it cannot fill, every dashboard gets one, in order with the
+    /// events (events before it came before the gap, events after it came after). Old clients ignore
+    /// the unknown type.
+    ///
+    /// `{"type":"gap","eventType":"metric.processed","events":12,"fromMs":…,"toMs":…,"reason":"trimmed"}`
+    #[serde(rename = "gap")]
+    Gap(Gap),
     /// A client message could not be used; the connection stays open.
     #[serde(rename = "error")]
     Error {
@@ -289,4 +297,69 @@ pub enum DashboardReply {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         details: Vec<Problem>,
     },
+}
+
+/// Why a [`DashboardReply::Gap`] happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GapReason {
+    /// The broadcaster lost its pub/sub subscription (Redis restarted, the connection broke): what was
+    /// published meanwhile went to nobody. `events` is `null`: pub/sub cannot say how many.
+    Unsubscribed,
+    /// Stream fan-out: the broadcaster's last relayed event was trimmed from the capped `processed`
+    /// stream before it read on (it was away, or slower than the cap allows). `events` is exact.
+    Trimmed,
+    /// Stream fan-out: the `processed` stream's count went backwards (Redis lost its data, or the stream
+    /// was deleted): events may be missing, how many is unknown.
+    Reset,
+}
+
+/// The body of a `gap` frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Which events are missing: `metric.processed` (stream fan-out), or every event the channel
+    /// carries (`metric.ingested` and, in pub/sub fan-out, `metric.processed`): `"*"`.
+    #[serde(rename = "eventType")]
+    pub event_type: String,
+    /// How many events are missing, when the broadcaster can know it (`null` otherwise).
+    pub events: Option<u64>,
+    /// The span the missing events lie in, in epoch ms: from the last event relayed before the gap (or
+    /// the moment the subscription was lost) …
+    #[serde(rename = "fromMs")]
+    pub from_ms: u64,
+    /// … to the first event relayed after it (or the moment of the new subscription).
+    #[serde(rename = "toMs")]
+    pub to_ms: u64,
+    /// Why.
+    pub reason: GapReason,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_frame_is_the_documented_json() {
+        let gap = DashboardReply::Gap(Gap {
+            event_type: "metric.processed".into(),
+            events: Some(12),
+            from_ms: 1_000,
+            to_ms: 3_500,
+            reason: GapReason::Trimmed,
+        });
+        let text = serde_json::to_string(&gap).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"gap","eventType":"metric.processed","events":12,"fromMs":1000,"toMs":3500,"reason":"trimmed"}"#
+        );
+        assert_eq!(serde_json::from_str::<DashboardReply>(&text).unwrap(), gap);
+        let unknown: DashboardReply = serde_json::from_str(
+            r#"{"type":"gap","eventType":"*","events":null,"fromMs":1,"toMs":2,"reason":"unsubscribed"}"#,
+        )
+        .unwrap();
+        let DashboardReply::Gap(gap) = unknown else {
+            panic!()
+        };
+        assert_eq!((gap.events, gap.reason), (None, GapReason::Unsubscribed));
+    }
 }
