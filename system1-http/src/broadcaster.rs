@@ -700,14 +700,22 @@ async fn serve_dashboard(
 }
 
 /// The close reason for a read error the client caused, if any (RFC 6455 §7.4): 1007 for a text
-/// message that is not UTF-8, 1009 for one over the size limit. Other errors (the connection broke, the
-/// peer broke the framing) leave nothing to say, or nobody to say it to. tungstenite keeps the
-/// connection open after these two errors, so the close frame can still be sent.
+/// message that is not UTF-8, 1009 for one over the size limit, 1002 for a frame that breaks the
+/// protocol. Other errors (the connection broke or was reset) leave nobody to say it to. tungstenite
+/// keeps its write side open after these errors, so the close frame can still be sent. (System 2's
+/// connection classifies the same way, until one delivery loop serves both: issue #15.)
 fn failed(error: axum::Error) -> Option<CloseReason> {
     use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     match error.into_inner().downcast::<Error>().map(|e| *e) {
         Ok(Error::Utf8(_)) => Some(CloseReason::InvalidUtf8),
         Ok(Error::Capacity(_)) => Some(CloseReason::TooBig),
+        Ok(Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        )) => None,
+        Ok(Error::Protocol(_)) => Some(CloseReason::ProtocolViolation),
         _ => None,
     }
 }

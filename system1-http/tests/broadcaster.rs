@@ -355,6 +355,29 @@ async fn a_text_message_that_is_not_utf8_closes_with_1007() {
 }
 
 #[tokio::test]
+async fn a_frame_that_breaks_the_protocol_closes_with_1002() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis, &[]).await;
+    let mut ws = connect(&url).await;
+    // Opcode 3 is reserved: RFC 6455 says the receiver must fail the connection.
+    ws.send(Message::Frame(Frame::message(
+        b"{}".to_vec(),
+        OpCode::Data(Data::Reserved(3)),
+        true,
+    )))
+    .await
+    .unwrap();
+    let frame = close_frame(&mut ws).await;
+    assert_eq!(u16::from(frame.code), 1002);
+    assert_eq!(
+        frame.reason.as_str(),
+        lab_core::wire::close::CloseReason::ProtocolViolation.text()
+    );
+}
+
+#[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009() {
     let redis = RedisServer::start().unwrap();
     let url = start_broadcaster(&redis, &[]).await;
