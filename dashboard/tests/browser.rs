@@ -1,0 +1,328 @@
+//! The page in a real browser, against the real systems: Redis (a private one, lab-testkit), System 1
+//! (API, a worker, the broadcaster), System 2, and the agents loading both; the dashboard on a free
+//! port pointing at them; Debian's `chromium`, headless, driven over the DevTools protocol.
+//!
+//! It proves: the page connects to both systems, shows latency figures for both that change over
+//! time, counts no gaps and no duplicates, shows both health badges "ok" and the monitoring panels
+//! filled; the browser's console has no errors and no request failed; and it measures the page's
+//! frame work and the renderer's CPU. A screenshot is saved under `target/tmp/` (its path printed).
+//!
+//! Without `chromium` the test fails when `CI` is set and is skipped (with a message) otherwise.
+//! Load: `DASHBOARD_BROWSER_RATE` metrics/s per system (default 400, from 20 simulated servers).
+
+mod cdp;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use cdp::Browser;
+
+/// How long the page may take to show what the test waits for.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn chromium() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var("CHROMIUM").ok(),
+        Some("/usr/bin/chromium".into()),
+        Some("/usr/bin/chromium-browser".into()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// System 1, in this process: broadcaster, workers (with their ops port) and API, on free ports.
+struct System1 {
+    api: SocketAddr,
+    ops: SocketAddr,
+    broadcaster: SocketAddr,
+}
+
+async fn start_system1(redis: &lab_testkit::RedisServer, stop: &CancellationToken) -> System1 {
+    use system1_http::config::{Cli, Role};
+    let url = redis.url();
+    let cli = Cli::try_parse_from([
+        "system1",
+        "--redis-url",
+        &url,
+        "all",
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--http2-port",
+        "0",
+        "--ws-host",
+        "127.0.0.1",
+        "--ws-port",
+        "0",
+        "--ops-host",
+        "127.0.0.1",
+        "--ops-port",
+        "0",
+        "--workers",
+        "2",
+    ])
+    .expect("valid System 1 flags");
+    let Role::All {
+        api,
+        worker,
+        broadcaster,
+    } = cli.role
+    else {
+        unreachable!()
+    };
+    let b = system1_http::broadcaster::Broadcaster::bind(&broadcaster, &cli.redis)
+        .await
+        .unwrap();
+    let broadcaster_addr = b.local_addr();
+    let s = stop.clone();
+    tokio::spawn(b.run(async move { s.cancelled().await }));
+    let stats = std::sync::Arc::new(system1_http::worker::WorkerStats::default());
+    let s = stop.clone();
+    let (ops, ops_task) =
+        system1_http::worker_ops::serve(
+            &worker,
+            &cli.redis,
+            stats.clone(),
+            async move { s.cancelled().await },
+        )
+        .await
+        .unwrap();
+    tokio::spawn(ops_task);
+    for name in system1_http::worker::consumer_names(&worker) {
+        let w = system1_http::worker::Worker::connect(&worker, &cli.redis, name)
+            .await
+            .unwrap()
+            .with_stats(stats.clone());
+        tokio::spawn(w.run(stop.clone()));
+    }
+    let a = system1_http::api::IngestApi::bind(&api, &cli.redis)
+        .await
+        .unwrap();
+    let api_addr = a.local_addrs()[0];
+    let s = stop.clone();
+    tokio::spawn(a.run(async move { s.cancelled().await }));
+    System1 {
+        api: api_addr,
+        ops,
+        broadcaster: broadcaster_addr,
+    }
+}
+
+fn agents(
+    target: String,
+    dashboard: String,
+    rate: &str,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let args = [
+        "agents",
+        "--target",
+        &target,
+        "--dashboard",
+        &dashboard,
+        "--agents",
+        "20",
+        "--rate",
+        rate,
+        "--duration",
+        "0",
+        "--quiet",
+    ];
+    let cli = agents::config::Cli::try_parse_from(args).expect("valid agents flags");
+    tokio::spawn(async move {
+        let _ = agents::run(cli.run, stop, false).await;
+    })
+}
+
+/// Reads `window.lab` (a JSON snapshot).
+async fn lab(browser: &Browser) -> Value {
+    browser
+        .evaluate("window.lab && window.lab.snapshot ? window.lab.snapshot() : null")
+        .await
+}
+
+fn f(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_both_systems_live_in_a_real_browser() {
+    let Some(chromium) = chromium() else {
+        let message = "chromium is not installed (apt-get install chromium): the browser test cannot run";
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}; CI is set, so this is a failure");
+        }
+        eprintln!("SKIPPED: {message}");
+        return;
+    };
+    let rate = std::env::var("DASHBOARD_BROWSER_RATE").unwrap_or_else(|_| "400".into());
+    let stop = CancellationToken::new();
+    let redis = lab_testkit::RedisServer::start().expect("a private redis-server");
+    let s1 = start_system1(&redis, &stop).await;
+    let s2 = system2_ws::Server::bind(system2_ws::config::Config::for_tests())
+        .await
+        .unwrap();
+    let s2_addr = s2.local_addr();
+    let s = stop.clone();
+    tokio::spawn(s2.run(async move { s.cancelled().await }));
+
+    let config = dashboard::config::Config::parse_from([
+        "dashboard".to_string(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        "0".into(),
+        format!("--system1-ws=ws://{}/", s1.broadcaster),
+        format!("--system1-api=http://{}", s1.api),
+        format!("--system1-ops=http://{}", s1.ops),
+        format!("--system1-broadcaster=http://{}", s1.broadcaster),
+        format!("--system2-ws=ws://{s2_addr}/"),
+        format!("--system2-http=http://{s2_addr}"),
+    ]);
+    let server = dashboard::Server::bind(config).await.unwrap();
+    let page = format!("http://{}/", server.local_addr());
+    let s = stop.clone();
+    tokio::spawn(server.run(async move { s.cancelled().await }));
+
+    let agents1 = agents(
+        format!("http://{}", s1.api),
+        format!("ws://{}", s1.broadcaster),
+        &rate,
+        stop.clone(),
+    );
+    let agents2 = agents(
+        format!("ws://{s2_addr}"),
+        format!("ws://{s2_addr}"),
+        &rate,
+        stop.clone(),
+    );
+
+    let browser = Browser::launch(&chromium).await.expect("chromium starts");
+    browser.navigate(&page).await.expect("the page loads");
+
+    // Wait until both systems show latency figures that change over time.
+    let started = Instant::now();
+    let mut first: Option<Value> = None;
+    let state = loop {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the page did not show both systems live within {DEADLINE:?}; window.lab: {:#}\nbrowser problems: {:#?}",
+            lab(&browser).await,
+            browser.problems()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let state = lab(&browser).await;
+        let ready = ["system1", "system2"].iter().all(|s| {
+            let sys = &state["systems"][s];
+            sys["connected"] == true
+                && f(&sys["last10s"]["p50"]).is_some()
+                && sys["updates"].as_u64().unwrap_or(0) > 200
+                && sys["health"]["level"] == "ok"
+        });
+        if !ready {
+            continue;
+        }
+        match &first {
+            None => first = Some(state),
+            Some(before) => {
+                let changed = ["system1", "system2"].iter().all(|s| {
+                    let (a, b) = (&before["systems"][s], &state["systems"][s]);
+                    b["updates"].as_u64() > a["updates"].as_u64() && a["last10s"] != b["last10s"]
+                });
+                if changed && started.elapsed() > Duration::from_secs(8) {
+                    break state;
+                }
+            }
+        }
+    };
+
+    // Frame work and the renderer's CPU, over 5 s of this load.
+    let cpu_before = browser.task_duration().await;
+    let wall = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu = (browser.task_duration().await - cpu_before) / wall.elapsed().as_secs_f64();
+    let measured = lab(&browser).await;
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-browser-test.png");
+    std::fs::write(&screenshot, browser.screenshot().await).unwrap();
+    println!("screenshot: {}", screenshot.display());
+    println!(
+        "load: {rate} metrics/s per system from 20 simulated servers each; page frame work (ms): {}; frame interval \
+         (ms): {}; long tasks: {}; renderer main-thread busy: {:.1} % of one core",
+        measured["frame"]["workMs"],
+        measured["frame"]["intervalMs"],
+        measured["frame"]["longTasks"],
+        cpu * 100.0
+    );
+    for s in ["system1", "system2"] {
+        let sys = &measured["systems"][s];
+        println!(
+            "{s}: updates {}, last 10 s {}, since open {}, gaps {}, awaited {}, duplicates {}, coalesced {}",
+            sys["updates"],
+            sys["last10s"],
+            sys["sinceOpen"],
+            sys["gaps"],
+            sys["pendingGaps"],
+            sys["duplicates"],
+            sys["coalesced"]
+        );
+    }
+
+    for s in ["system1", "system2"] {
+        let sys = &measured["systems"][s];
+        assert_eq!(sys["gaps"], 0, "{s}: the page counted gaps: {sys:#}");
+        assert_eq!(sys["duplicates"], 0, "{s}: the page counted duplicates: {sys:#}");
+        assert_eq!(sys["errors"], 0, "{s}: error frames: {sys:#}");
+        assert_eq!(sys["servers"], 20, "{s}: every simulated server is seen: {sys:#}");
+        assert_eq!(sys["connects"], 1, "{s}: one connection, never dropped: {sys:#}");
+        let p50 = f(&sys["sinceOpen"]["p50"]).unwrap();
+        assert!(
+            p50 > 0.0 && p50 < 5_000.0,
+            "{s}: a plausible median latency: {p50} ms"
+        );
+    }
+    assert_eq!(state["errors"], json!([]), "the page recorded errors");
+    assert!(
+        measured["frame"]["count"].as_u64().unwrap() > 10,
+        "the page drew frames: {measured:#}"
+    );
+    // The monitoring panels show the systems' own documents.
+    let panel = browser
+        .evaluate("[...document.querySelectorAll('table.monitoring td')].map(td => td.textContent).join('|')")
+        .await;
+    assert!(
+        !panel.as_str().unwrap().contains("cannot connect"),
+        "monitoring panels: {panel}"
+    );
+    // A histogram self-check in the page's own JavaScript: 1..=1000 ms, p50 within 1 %.
+    let p50 = browser
+        .evaluate("(() => { const h = new LatencyHistogram(); for (let i = 1; i <= 1000; i++) h.record(i); return h.summary().p50; })()")
+        .await;
+    let p50 = p50.as_f64().unwrap();
+    assert!(
+        (p50 - 500.0).abs() / 500.0 < 0.01,
+        "the page's histogram p50 of 1..=1000 is {p50}"
+    );
+
+    let problems = browser.problems();
+    assert!(
+        problems.is_empty(),
+        "the browser reported problems: {problems:#?}"
+    );
+
+    browser.close().await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = agents1.await;
+        let _ = agents2.await;
+    })
+    .await;
+}
