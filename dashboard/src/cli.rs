@@ -8,11 +8,16 @@ use crate::config::Config;
 /// Runs `dashboard` with these command-line arguments (the first is the program name).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<()> {
     let config = Config::parse_from(args);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?
-        .block_on(run(config))
+        .build()?;
+    let result = runtime.block_on(run(config));
+    // tokio reads stdin on a blocking thread that cannot be interrupted: dropping the runtime would
+    // wait for it, that is for the supervisor to close stdin, after a SIGTERM that should stop us now.
+    // The server has stopped; nothing else is left to finish.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
