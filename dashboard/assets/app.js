@@ -62,6 +62,7 @@
       metrics: 0,               // seqs accounted for: updates plus what they coalesce
       coalesced: 0,
       duplicates: 0,
+      lateAfterGap: 0,          // seqs counted as gaps that arrived after all (then no longer gaps)
       gaps: 0,                  // seqs missing for longer than GAP_GRACE_MS
       serverGapEvents: 0,       // `type:"gap"` frames
       serverGapCount: 0,        // their `events`, where a number
@@ -197,7 +198,7 @@
     let server = s.servers.get(id);
     if (!server) {
       if (s.servers.size >= MAX_SERVERS) return;
-      server = {first: -1, last: -1, missing: new Map(), windows: null, seen: 0};
+      server = {first: -1, last: -1, missing: new Map(), lost: new Map(), windows: null, seen: 0};
       s.servers.set(id, server);
     }
     server.seen = receivedAt;
@@ -226,7 +227,9 @@
         // neither: the page opened in the middle of the stream.
         for (let q = lo; q <= hi; q++) {
           if (q < server.first) continue;
-          if (!server.missing.delete(q) && q <= server.last) s.duplicates += 1;
+          if (server.missing.delete(q)) continue;
+          if (server.lost.delete(q)) { s.gaps -= 1; s.lateAfterGap += 1; continue; } // late, not lost
+          if (q <= server.last) s.duplicates += 1;
         }
         if (lo < server.first) server.first = lo;
         if (hi > server.last) server.last = hi;
@@ -249,6 +252,9 @@
           if (now - at < GAP_GRACE_MS) break; // insertion order = noticing order
           server.missing.delete(q);
           s.gaps += 1;
+          // Remembered (boundedly), so that a seq that turns up even later is taken back.
+          server.lost.set(q, true);
+          if (server.lost.size > MAX_MISSING_PER_SERVER) server.lost.delete(server.lost.keys().next().value);
         }
       }
       s.lastSeconds.push(s.thisSecond);
@@ -304,6 +310,7 @@
         metrics: s.metrics,
         coalesced: s.coalesced,
         duplicates: s.duplicates,
+        lateAfterGap: s.lateAfterGap,
         gaps: s.gaps,
         pendingGaps: pendingGaps(s),
         serverGapEvents: s.serverGapEvents,
@@ -429,6 +436,13 @@
     if (ms < 1000) return `${ms.toFixed(1)} ms`;
     return `${(ms / 1000).toFixed(2)} s`;
   };
+  // Axis labels: as short as they can be (1 ms, 250 µs, 2 s).
+  const fmtAxis = (ms) => {
+    if (ms === null || !isFinite(ms)) return "";
+    if (ms < 1) return `${+(ms * 1000).toPrecision(3)} µs`;
+    if (ms < 1000) return `${+ms.toPrecision(3)} ms`;
+    return `${+(ms / 1000).toPrecision(3)} s`;
+  };
   const int = (n) => (n === null || n === undefined ? "–" : Math.round(n).toLocaleString("en"));
 
   function drawText() {
@@ -449,6 +463,7 @@
       set("pending", int(pendingGaps(s)));
       set("coalesced", int(s.coalesced));
       set("dups", int(s.duplicates));
+      set("late", int(s.lateAfterGap));
       set("servergaps", s.serverGapEvents ? `${int(s.serverGapEvents)} (${int(s.serverGapCount)} events)` : "0", s.lastServerGap || "");
       set("servers", int(s.servers.size));
       root.querySelector('[data-f="gaps"]').classList.toggle("bad", s.gaps > 0);
@@ -534,8 +549,8 @@
 
   function makeCharts() {
     const a = axisStyle();
-    const msAxis = (label) => ({...a, label, size: 70, values: (u, vals) => vals.map((v) => fmt(v))});
-    const timeAxis = {...a};
+    const msAxis = (label) => ({...a, label, size: 64, values: (u, vals) => vals.map((v) => fmtAxis(v))});
+    const timeAxis = {...a, space: 70};
     const c1 = colour("s1"), c2 = colour("s2");
 
     let el = $("chart-latency");
@@ -592,7 +607,7 @@
       ...chartSize(el), title: `${name === "system1" ? "System 1" : "System 2"}: ${METRICS[resources.metric]} across servers (band: min–max)`,
       series,
       bands: [{series: [1, 3], fill: c + "33"}],
-      axes: [{...a}, {...a, label: METRICS[resources.metric], size: 60}],
+      axes: [{...a, space: 70}, {...a, label: METRICS[resources.metric], size: 60}],
     }, [[], [], [], []].concat(resources.selected.map(() => [])), el);
   }
 

@@ -75,8 +75,9 @@ impl Server {
                 "cannot listen on {address} (is the port in use? change it with --port or DASHBOARD_PORT)"
             )
         })?;
+        // No timeout of the client's own: each relay is bounded as a whole (connect, answer, body)
+        // by `--relay-timeout-ms` in `relay::fetch`, which says so in its error.
         let client = reqwest::Client::builder()
-            .timeout(config.relay_timeout())
             .build()
             .context("cannot build the relay's HTTP client")?;
         let join = |base: &reqwest::Url, path: &str| base.join(path).expect("a path joins any http base");

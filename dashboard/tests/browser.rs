@@ -246,21 +246,29 @@ async fn the_page_shows_both_systems_live_in_a_real_browser() {
     };
 
     // Frame work and the renderer's CPU, over 5 s of this load.
-    let cpu_before = browser.task_duration().await;
+    let before = browser.performance().await;
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let cpu = (browser.task_duration().await - cpu_before) / wall.elapsed().as_secs_f64();
+    let after = browser.performance().await;
+    let secs = wall.elapsed().as_secs_f64();
+    let share = |name: &str| {
+        (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)) / secs * 100.0
+    };
     let measured = lab(&browser).await;
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-browser-test.png");
     std::fs::write(&screenshot, browser.screenshot().await).unwrap();
     println!("screenshot: {}", screenshot.display());
     println!(
         "load: {rate} metrics/s per system from 20 simulated servers each; page frame work (ms): {}; frame interval \
-         (ms): {}; long tasks: {}; renderer main-thread busy: {:.1} % of one core",
+         (ms): {}; long tasks: {}; renderer main thread busy {:.1} % of one core (script {:.1} %, layout \
+         {:.1} %, style {:.1} %)",
         measured["frame"]["workMs"],
         measured["frame"]["intervalMs"],
         measured["frame"]["longTasks"],
-        cpu * 100.0
+        share("TaskDuration"),
+        share("ScriptDuration"),
+        share("LayoutDuration"),
+        share("RecalcStyleDuration"),
     );
     for s in ["system1", "system2"] {
         let sys = &measured["systems"][s];
@@ -283,9 +291,11 @@ async fn the_page_shows_both_systems_live_in_a_real_browser() {
         assert_eq!(sys["errors"], 0, "{s}: error frames: {sys:#}");
         assert_eq!(sys["servers"], 20, "{s}: every simulated server is seen: {sys:#}");
         assert_eq!(sys["connects"], 1, "{s}: one connection, never dropped: {sys:#}");
+        // Positive, and below the test's own length: a latency, not a clock error. (How large it is
+        // depends on the machine's load; no bound on that here.)
         let p50 = f(&sys["sinceOpen"]["p50"]).unwrap();
         assert!(
-            p50 > 0.0 && p50 < 5_000.0,
+            p50 > 0.0 && p50 < DEADLINE.as_secs_f64() * 1e3,
             "{s}: a plausible median latency: {p50} ms"
         );
     }

@@ -202,17 +202,21 @@ impl Browser {
         }
     }
 
-    /// The renderer's main-thread busy time so far, in seconds (`Performance.getMetrics`).
-    pub async fn task_duration(&self) -> f64 {
+    /// The renderer's counters so far (`Performance.getMetrics`): `TaskDuration` (main-thread busy
+    /// time), `ScriptDuration`, `LayoutDuration`, `RecalcStyleDuration`, in seconds; and others.
+    pub async fn performance(&self) -> HashMap<String, f64> {
         let metrics = self
             .send("Performance.getMetrics", json!({}))
             .await
             .unwrap_or_default();
         metrics["metrics"]
             .as_array()
-            .and_then(|all| all.iter().find(|m| m["name"] == "TaskDuration"))
-            .and_then(|m| m["value"].as_f64())
-            .unwrap_or(0.0)
+            .map(|all| {
+                all.iter()
+                    .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["value"].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A PNG of the whole page.
