@@ -300,6 +300,8 @@ async fn the_page_shows_both_systems_live_in_a_real_browser() {
         );
     }
     assert_eq!(state["errors"], json!([]), "the page recorded errors");
+    // The precise clock: the page is cross-origin isolated.
+    assert_eq!(browser.evaluate("window.crossOriginIsolated").await, true);
     assert!(
         measured["frame"]["count"].as_u64().unwrap() > 10,
         "the page drew frames: {measured:#}"
@@ -335,4 +337,69 @@ async fn the_page_shows_both_systems_live_in_a_real_browser() {
         let _ = agents2.await;
     })
     .await;
+}
+
+/// Not a check: a screenshot and the page's costs against a lab that is already running (`cargo lab
+/// up`), for the docs. `DASHBOARD_URL=http://127.0.0.1:4080/ DASHBOARD_SCREENSHOT=docs/images/dashboard.png
+/// cargo test -p dashboard --test browser -- --ignored --nocapture of_a_running_lab`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a running lab: set DASHBOARD_URL"]
+async fn of_a_running_lab() {
+    let url = std::env::var("DASHBOARD_URL").expect("DASHBOARD_URL: the page of a running lab");
+    let out = std::env::var("DASHBOARD_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-lab.png"));
+    let secs: u64 = std::env::var("DASHBOARD_WATCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let browser = Browser::launch(&chromium().expect("chromium")).await.unwrap();
+    browser.navigate(&url).await.unwrap();
+    // Show some servers' own lines in the per-server charts, as a student would.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    browser
+        .evaluate(
+            "(() => { const i = document.getElementById('res-servers'); i.value = 'server-1, server-2';
+             i.dispatchEvent(new Event('change')); })()",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(secs.saturating_sub(10))).await;
+    let before = browser.performance().await;
+    let wall = Instant::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = browser.performance().await;
+    let share = |name: &str| {
+        (after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0))
+            / wall.elapsed().as_secs_f64()
+            * 100.0
+    };
+    let state = lab(&browser).await;
+    std::fs::write(&out, browser.screenshot().await).unwrap();
+    println!("screenshot: {}", out.display());
+    println!(
+        "frame work (ms): {}; frame interval (ms): {}; long tasks: {}; renderer main thread busy {:.1} % \
+         (script {:.1} %, layout {:.1} %, style {:.1} %)",
+        state["frame"]["workMs"],
+        state["frame"]["intervalMs"],
+        state["frame"]["longTasks"],
+        share("TaskDuration"),
+        share("ScriptDuration"),
+        share("LayoutDuration"),
+        share("RecalcStyleDuration")
+    );
+    for s in ["system1", "system2"] {
+        let sys = &state["systems"][s];
+        println!(
+            "{s}: rate {}/s, servers {}, last 10 s {}, gaps {}, late {}, duplicates {}, coalesced {}",
+            sys["rate"],
+            sys["servers"],
+            sys["last10s"],
+            sys["gaps"],
+            sys["lateAfterGap"],
+            sys["duplicates"],
+            sys["coalesced"]
+        );
+    }
+    println!("problems: {:?}", browser.problems());
+    browser.close().await;
 }

@@ -99,6 +99,10 @@ async fn it_serves_the_page_and_every_asset_from_the_binary() {
         let on_disk = std::fs::read(format!("{}/assets/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(body[..] == on_disk[..], "{path} is served as {file} is");
     }
+    // Isolated, for the precise clock (see `cross_origin_isolated`).
+    let r = client().get(d.url("/")).send().await.unwrap();
+    assert_eq!(r.headers()["cross-origin-opener-policy"], "same-origin");
+    assert_eq!(r.headers()["cross-origin-embedder-policy"], "require-corp");
     // The page loads its scripts and styles from this origin only: no CDN.
     let page = client()
         .get(d.url("/"))
