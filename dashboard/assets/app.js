@@ -94,6 +94,22 @@
   // What tests read (window.lab): plain numbers, refreshed once a second and on demand.
   const lab = {systems: {}, frame: {}, clock, errors: [], config: null, snapshot};
   window.lab = lab;
+  // For tests of the accounting itself: frames (text, with their receipt times) through the very
+  // functions the connections use, into a fresh system state; then the gap expiry at `expireAt`;
+  // then the frames `after`.
+  lab.testing = {
+    feed(name, frames, expireAt, after = []) {
+      const s = newSystem(name);
+      for (const [text, at] of frames) onFrame(s, text, at);
+      if (expireAt !== undefined) expireGaps(s, expireAt);
+      for (const [text, at] of after) onFrame(s, text, at);
+      return {updates: s.updates, metrics: s.metrics, coalesced: s.coalesced, gaps: s.gaps,
+        pendingGaps: pendingGaps(s), lateAfterGap: s.lateAfterGap, duplicates: s.duplicates,
+        serverGapEvents: s.serverGapEvents, serverGapCount: s.serverGapCount, ignored: s.ignored,
+        errors: s.errors, negative: s.negative, latency: s.sinceOpen.summary(), min: s.sinceOpen.min,
+        lastSeq: Object.fromEntries([...s.servers].map(([id, v]) => [id, v.last]))};
+    },
+  };
   window.addEventListener("error", (e) => lab.errors.push(String(e.message || e.type)), true);
   window.addEventListener("unhandledrejection", (e) => lab.errors.push(String(e.reason)));
 
@@ -248,17 +264,7 @@
     times.push(Math.floor(now / 1000));
     if (times.length > HISTORY_SECS) times.shift();
     for (const s of Object.values(sys)) {
-      // Missing seqs that did not turn up within the grace are gaps.
-      for (const server of s.servers.values()) {
-        for (const [q, at] of server.missing) {
-          if (now - at < GAP_GRACE_MS) break; // insertion order = noticing order
-          server.missing.delete(q);
-          s.gaps += 1;
-          // Remembered (boundedly), so that a seq that turns up even later is taken back.
-          server.lost.set(q, true);
-          if (server.lost.size > MAX_MISSING_PER_SERVER) server.lost.delete(server.lost.keys().next().value);
-        }
-      }
+      expireGaps(s, now);
       s.lastSeconds.push(s.thisSecond);
       if (s.lastSeconds.length > WINDOW_SECS) s.lastSeconds.shift();
       const [p50, p99] = s.thisSecond.quantiles([0.5, 0.99]);
@@ -280,6 +286,20 @@
     publish();
     dirtyText = dirtyCharts = true;
   }
+  // Missing seqs that did not turn up within the grace are gaps.
+  function expireGaps(s, now) {
+    for (const server of s.servers.values()) {
+      for (const [q, at] of server.missing) {
+        if (now - at < GAP_GRACE_MS) break; // insertion order = noticing order
+        server.missing.delete(q);
+        s.gaps += 1;
+        // Remembered (boundedly), so that a seq that turns up even later is taken back.
+        server.lost.set(q, true);
+        if (server.lost.size > MAX_MISSING_PER_SERVER) server.lost.delete(server.lost.keys().next().value);
+      }
+    }
+  }
+
   const push = (arr, v) => { arr.push(v); if (arr.length > HISTORY_SECS) arr.shift(); };
 
   function last10s(s) {

@@ -403,3 +403,158 @@ async fn of_a_running_lab() {
     println!("problems: {:?}", browser.problems());
     browser.close().await;
 }
+
+/// The page's accounting, through its own functions (`window.lab.testing.feed`), on frames the
+/// running systems do not send yet: coalesced ranges, gap frames, seqs late, out of order, twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_accounting_counts_coalesced_ranges_late_and_duplicate_seqs() {
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is not installed; CI is set, so this is a failure"
+        );
+        eprintln!("SKIPPED: chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let config = dashboard::config::Config::parse_from(["dashboard", "--host=127.0.0.1", "--port=0"]);
+    let server = dashboard::Server::bind(config).await.unwrap();
+    let page = format!("http://{}/", server.local_addr());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(server.run(async move { s.cancelled().await }));
+    let browser = Browser::launch(&chromium).await.expect("chromium starts");
+    browser.navigate(&page).await.unwrap();
+    let update = |seq: u64, ts: f64, extra: &str| {
+        format!(
+            r#"{{"type":"metric.update","payload":{{"serverId":"a","timestamp":{ts},"seq":{seq}{extra}}}}}"#
+        )
+    };
+
+    // 0, 1, 2, then one update standing for 3..=6: coalesced, not a gap.
+    let frames = json!([
+        [update(0, 1000.0, ""), 1001.0],
+        [update(1, 1000.0, ""), 1001.0],
+        [update(2, 1000.0, ""), 1001.0],
+        [
+            update(6, 1000.0, r#","coalesced":3,"firstSeq":3,"lastSeq":6"#),
+            1001.0
+        ],
+    ]);
+    let r = feed(&browser, "system2", frames, Some(100_000.0)).await;
+    assert_eq!(
+        (r["gaps"].as_u64(), r["coalesced"].as_u64(), r["metrics"].as_u64()),
+        (Some(0), Some(3), Some(7)),
+        "{r:#}"
+    );
+    assert_eq!(r["lastSeq"]["a"], 6);
+
+    // 7, 9: 8 is awaited; past the grace it is a gap; when it comes after all, it is late, not lost.
+    let skipped = json!([[update(7, 1000.0, ""), 1001.0], [update(9, 1000.0, ""), 1001.0]]);
+    let r = feed(&browser, "system2", skipped.clone(), Some(1002.0)).await;
+    assert_eq!(
+        (r["gaps"].as_u64(), r["pendingGaps"].as_u64()),
+        (Some(0), Some(1)),
+        "{r:#}"
+    );
+    let r = feed(&browser, "system2", skipped, Some(7000.0)).await;
+    assert_eq!(
+        (r["gaps"].as_u64(), r["pendingGaps"].as_u64()),
+        (Some(1), Some(0)),
+        "{r:#}"
+    );
+    let late = browser
+        .evaluate(&format!(
+            "window.lab.testing.feed('system2', {}, 7000.0, {})",
+            json!([[update(7, 1000.0, ""), 1001.0], [update(9, 1000.0, ""), 1001.0]]),
+            json!([[update(8, 1000.0, ""), 7001.0]])
+        ))
+        .await;
+    assert_eq!(
+        (late["gaps"].as_u64(), late["lateAfterGap"].as_u64()),
+        (Some(0), Some(1)),
+        "{late:#}"
+    );
+
+    // Out of order within the grace, then one seq twice: no gap, one duplicate.
+    let frames = json!([
+        [update(10, 1000.0, ""), 1001.0],
+        [update(12, 1000.0, ""), 1001.0],
+        [update(11, 1000.0, ""), 1001.0],
+        [update(12, 1000.0, ""), 1001.0],
+    ]);
+    let r = feed(&browser, "system2", frames, Some(1002.0)).await;
+    assert_eq!(
+        (
+            r["gaps"].as_u64(),
+            r["pendingGaps"].as_u64(),
+            r["duplicates"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1)),
+        "{r:#}"
+    );
+
+    // A batch: each item's latency from its own timestamp, against the frame's receipt time.
+    let batch = r#"{"type":"metric.updates","items":[{"serverId":"a","timestamp":1000,"seq":0},{"serverId":"b","timestamp":1090,"seq":0}]}"#;
+    let r = feed(&browser, "system2", json!([[batch, 1100.0]]), None).await;
+    assert_eq!(r["updates"], 2, "{r:#}");
+    assert_eq!(
+        (r["latency"]["max"].as_f64(), r["min"].as_f64()),
+        (Some(100.0), Some(10.0)),
+        "{r:#}"
+    );
+
+    // System 1: metric.processed carries latency, metric.ingested does not; gap frames are counted.
+    let frames = json!([
+        [
+            r#"{"type":"metric.ingested","entryId":"1-0","payload":{"serverId":"a","timestamp":1000,"seq":0}}"#,
+            1001.0
+        ],
+        [
+            r#"{"type":"metric.processed","entryId":"1-0","payload":{"serverId":"a","timestamp":1000,"seq":0}}"#,
+            1002.5
+        ],
+        [r#"{"type":"gap","serverId":"a","events":5}"#, 1003.0],
+        [r#"{"type":"gap","reason":"unknown fields"}"#, 1003.0],
+        ["not json", 1003.0],
+    ]);
+    let r = feed(&browser, "system1", frames, None).await;
+    assert_eq!(
+        (r["updates"].as_u64(), r["ignored"].as_u64()),
+        (Some(1), Some(1)),
+        "{r:#}"
+    );
+    assert_eq!(
+        (r["serverGapEvents"].as_u64(), r["serverGapCount"].as_u64()),
+        (Some(2), Some(5)),
+        "{r:#}"
+    );
+    assert_eq!(r["errors"], 1, "a frame that is not JSON is counted: {r:#}");
+    assert_eq!(r["latency"]["max"], 2.5, "{r:#}");
+
+    // A negative latency (a clock step) is recorded as 0 and counted, never dropped.
+    let r = feed(
+        &browser,
+        "system2",
+        json!([[update(0, 2000.0, ""), 1000.0]]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r["negative"].as_u64(), r["updates"].as_u64()),
+        (Some(1), Some(1)),
+        "{r:#}"
+    );
+
+    browser.close().await;
+    stop.cancel();
+}
+
+/// `window.lab.testing.feed(name, frames, expireAt)` in the page.
+async fn feed(browser: &Browser, name: &str, frames: Value, expire_at: Option<f64>) -> Value {
+    let call = format!(
+        "window.lab.testing.feed({}, {frames}, {})",
+        json!(name),
+        expire_at.map_or("undefined".to_string(), |t| t.to_string())
+    );
+    browser.evaluate(&call).await
+}
