@@ -65,6 +65,8 @@
       coalesced: 0,
       duplicates: 0,
       lateAfterGap: 0,          // seqs counted as gaps that arrived after all (then no longer gaps)
+      missedAtConnect: 0,       // seqs missing around a (re)connection: see expireGaps
+      connectedAt: 0,           // receipt-clock time of the last connection's opening
       gaps: 0,                  // seqs missing for longer than GAP_GRACE_MS
       serverGapEvents: 0,       // `type:"gap"` frames
       serverGapCount: 0,        // their `events`, where a number
@@ -95,16 +97,18 @@
   const lab = {systems: {}, frame: {}, clock, errors: [], config: null, snapshot};
   window.lab = lab;
   // For tests of the accounting itself: frames (text, with their receipt times) through the very
-  // functions the connections use, into a fresh system state; then the gap expiry at `expireAt`;
-  // then the frames `after`.
+  // functions the connections use, into a fresh system state (connected at `connectedAt`, long ago
+  // by default); then the gap expiry at `expireAt`; then the frames `after`.
   lab.testing = {
-    feed(name, frames, expireAt, after = []) {
+    feed(name, frames, expireAt, after = [], connectedAt = -Infinity) {
       const s = newSystem(name);
+      s.connectedAt = connectedAt;
       for (const [text, at] of frames) onFrame(s, text, at);
       if (expireAt !== undefined) expireGaps(s, expireAt);
       for (const [text, at] of after) onFrame(s, text, at);
       return {updates: s.updates, metrics: s.metrics, coalesced: s.coalesced, gaps: s.gaps,
-        pendingGaps: pendingGaps(s), lateAfterGap: s.lateAfterGap, duplicates: s.duplicates,
+        pendingGaps: pendingGaps(s), lateAfterGap: s.lateAfterGap, missedAtConnect: s.missedAtConnect,
+        duplicates: s.duplicates,
         serverGapEvents: s.serverGapEvents, serverGapCount: s.serverGapCount, ignored: s.ignored,
         errors: s.errors, negative: s.negative, latency: s.sinceOpen.summary(), min: s.sinceOpen.min,
         lastSeq: Object.fromEntries([...s.servers].map(([id, v]) => [id, v.last]))};
@@ -138,6 +142,7 @@
     ws.onopen = () => {
       s.state = "open";
       s.openedAt = performance.now();
+      s.connectedAt = receiptNow();
       s.connects += 1;
       dirtyText = true;
       // System 2: a dashboard, every server, batched frames (each item keeps its own timestamp).
@@ -246,7 +251,13 @@
         for (let q = lo; q <= hi; q++) {
           if (q < server.first) continue;
           if (server.missing.delete(q)) continue;
-          if (server.lost.delete(q)) { s.gaps -= 1; s.lateAfterGap += 1; continue; } // late, not lost
+          const kind = server.lost.get(q);
+          if (kind !== undefined) { // late, not lost
+            server.lost.delete(q);
+            if (kind === "gap") s.gaps -= 1; else s.missedAtConnect -= 1;
+            s.lateAfterGap += 1;
+            continue;
+          }
           if (q <= server.last) s.duplicates += 1;
         }
         if (lo < server.first) server.first = lo;
@@ -286,15 +297,22 @@
     publish();
     dirtyText = dirtyCharts = true;
   }
-  // Missing seqs that did not turn up within the grace are gaps.
+  // Missing seqs that did not turn up within the grace are gaps, except those noticed within the
+  // grace after a connection opened. Why: System 1's workers publish a server's metrics out of
+  // order, so at the moment the page subscribes, seq 101 may already have been published (before the
+  // subscription: never ours) while 100 is published after it (ours, and the first seen). 101 then
+  // looks missing forever. Seqs missed across a disconnection are noticed at the reconnection too:
+  // both are counted as "missed around (re)connections", not as gaps, which are losses in a stream
+  // the page was subscribed to.
   function expireGaps(s, now) {
     for (const server of s.servers.values()) {
       for (const [q, at] of server.missing) {
         if (now - at < GAP_GRACE_MS) break; // insertion order = noticing order
         server.missing.delete(q);
-        s.gaps += 1;
+        const kind = at - s.connectedAt < GAP_GRACE_MS ? "connect" : "gap";
+        if (kind === "gap") s.gaps += 1; else s.missedAtConnect += 1;
         // Remembered (boundedly), so that a seq that turns up even later is taken back.
-        server.lost.set(q, true);
+        server.lost.set(q, kind);
         if (server.lost.size > MAX_MISSING_PER_SERVER) server.lost.delete(server.lost.keys().next().value);
       }
     }
@@ -333,6 +351,7 @@
         coalesced: s.coalesced,
         duplicates: s.duplicates,
         lateAfterGap: s.lateAfterGap,
+        missedAtConnect: s.missedAtConnect,
         gaps: s.gaps,
         pendingGaps: pendingGaps(s),
         serverGapEvents: s.serverGapEvents,
@@ -486,6 +505,7 @@
       set("coalesced", int(s.coalesced));
       set("dups", int(s.duplicates));
       set("late", int(s.lateAfterGap));
+      set("atconnect", int(s.missedAtConnect));
       set("servergaps", s.serverGapEvents ? `${int(s.serverGapEvents)} (${int(s.serverGapCount)} events)` : "0", s.lastServerGap || "");
       set("servers", int(s.servers.size));
       root.querySelector('[data-f="gaps"]').classList.toggle("bad", s.gaps > 0);

@@ -47,7 +47,12 @@ impl Browser {
     /// Starts `chromium` headless (with `--no-sandbox`: tests run as root in CI) and attaches to a
     /// new tab with the console, network and performance domains enabled.
     pub async fn launch(program: &Path) -> anyhow::Result<Browser> {
-        let profile = std::env::temp_dir().join(format!("dashboard-test-chromium-{}", std::process::id()));
+        // One profile per browser: two chromiums on one profile would be one (the second hands its
+        // work to the first and exits).
+        static LAUNCHED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LAUNCHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile =
+            std::env::temp_dir().join(format!("dashboard-test-chromium-{}-{n}", std::process::id()));
         let mut process = tokio::process::Command::new(program)
             .args([
                 "--headless=new",
