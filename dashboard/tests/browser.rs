@@ -8,7 +8,8 @@
 //! frame work and the renderer's CPU. A screenshot is saved under `target/tmp/` (its path printed).
 //!
 //! Without `chromium` the test fails when `CI` is set and is skipped (with a message) otherwise.
-//! Load: `DASHBOARD_BROWSER_RATE` metrics/s per system (default 200, from 20 simulated servers: a debug build of System 1 keeps up with that on a busy 2-core machine).
+//! Load: `DASHBOARD_BROWSER_RATE` metrics/s per system (default 200, from 20 simulated servers: a
+//! debug build of System 1 keeps up with that on a busy 2-core machine).
 
 mod cdp;
 
