@@ -20,6 +20,7 @@ fn lab_up_with(tmp: &Path, fixed: &[(&str, u16)]) -> Command {
         "--system1-ws-port",
         "--system1-ops-port",
         "--system2-port",
+        "--dashboard-port",
     ] {
         let port = match fixed.iter().find(|(f, _)| *f == flag) {
             Some((_, port)) => *port,
@@ -104,6 +105,68 @@ fn it_runs_both_systems_for_a_set_time_and_summarises_them() {
     }
     assert!(all.contains("Every child has stopped"), "{all}");
     assert_nothing_left(&temp);
+}
+
+/// `GET path` on 127.0.0.1:port, HTTP/1.1 without a client crate: the status line and the body.
+fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+#[test]
+fn the_dashboard_url_comes_first_and_the_page_gets_the_agents_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let mut lab = Running::start(lab_up_with(tmp.path(), &[("--dashboard-port", port)]));
+    let first = lab.wait_for("telemetry lab: starting");
+    assert!(first.contains(&format!("http://127.0.0.1:{port}/")), "{first}");
+    let dashboard = lab.pid_of("dashboard");
+    lab.wait_for(&format!("dashboard: http://127.0.0.1:{port}/"));
+    let (status, page) = http_get(port, "/").expect("the page answers");
+    assert!(status.contains("200"), "{status}");
+    assert!(page.contains("Telemetry lab"), "{page}");
+    // Each system's agents' live second reaches the page's /api/agents, forwarded by lab up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let agents = loop {
+        let (_, body) = http_get(port, "/api/agents").expect("/api/agents answers");
+        let doc: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+        if doc["systems"]["system1"]["second"]["delivered"].is_u64()
+            && doc["systems"]["system2"]["second"]["delivered"].is_u64()
+        {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agents' figures on /api/agents: {doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(agents["fed"], true, "{agents:#}");
+    assert_eq!(agents["refusedLines"], 0, "{agents:#}");
+    // And the relays reach both systems' health endpoints.
+    let (_, body) = http_get(port, "/api/status/system2").unwrap();
+    let status: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(status["documents"]["health"]["status"], 200, "{status:#}");
+    kill(lab.child.id(), "-TERM");
+    let (status, all) = lab.finish();
+    assert!(status.success(), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("dashboard (pid") && l.contains("stopped by SIGTERM")),
+        "{all}"
+    );
+    assert_gone(dashboard);
+    assert_nothing_left(tmp.path());
 }
 
 #[test]

@@ -27,7 +27,7 @@ enum Command {
     /// Examples:
     ///   cargo lab up
     ///   cargo lab up --for 30s --rate 2000 --protocol http2 --json run.json
-    ///   cargo lab up --base-port 5000          # 5000-5003 for System 1, 5100 for System 2
+    ///   cargo lab up --base-port 5000          # 5000-5003 for System 1, 5100 for System 2, 5080 for the page
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
     /// Run one of the lab's programs (`lab up` starts its children this way). The program exits
@@ -48,6 +48,7 @@ enum Program {
     System1,
     System2,
     Agents,
+    Dashboard,
     /// Another program (its path first), stopped with SIGTERM when the supervisor goes away: for
     /// `redis-server`, which cannot watch its stdin itself.
     Guard,
@@ -70,7 +71,11 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         }
         Command::Child { program, args } => {
-            watch_supervisor();
+            // The dashboard reads its stdin itself (the agents' figures, `--agents-stdin`) and
+            // stops when it closes; the others only wait for it to close.
+            if !matches!(program, Program::Dashboard) {
+                watch_supervisor();
+            }
             let name = program
                 .to_possible_value()
                 .map_or("lab".to_string(), |v| v.get_name().to_string());
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 Program::System1 => system1_http::cli::main(args)?,
                 Program::System2 => system2_ws::cli::main(args)?,
                 Program::Agents => agents::cli::main(args)?,
+                Program::Dashboard => dashboard::cli::main(args)?,
                 Program::Guard => return guard(args.skip(1).collect()),
             }
             Ok(ExitCode::SUCCESS)

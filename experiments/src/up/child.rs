@@ -61,8 +61,8 @@ pub struct Child {
     pub pid: u32,
     process: tokio::process::Child,
     /// Held open for the child's whole life: its closing tells a `lab child` that the supervisor
-    /// is gone.
-    _stdin: Option<ChildStdin>,
+    /// is gone. The dashboard also reads the agents' figures from it ([`Child::offer_line`]).
+    stdin: Option<ChildStdin>,
     /// Its log: stdout and stderr.
     pub log: PathBuf,
     /// The latest `--live-json` line, for agents.
@@ -112,7 +112,7 @@ impl Child {
             spec,
             pid,
             process,
-            _stdin: stdin,
+            stdin,
             log,
             live,
             status: None,
@@ -168,6 +168,25 @@ impl Child {
                 )
             }
         }
+    }
+
+    /// Writes `line` and a newline to the child's stdin if that can be done at once; `false` if
+    /// not (the pipe is full: the child is not reading), and then nothing at all was written.
+    ///
+    /// Why that holds: a pipe write of at most `PIPE_BUF` (4096) bytes is atomic, whole or not at
+    /// all, and the write is polled once, never waited for. So the supervisor never blocks on a
+    /// child, and a skipped line never leaves half a line behind.
+    pub fn offer_line(&mut self, line: &str) -> bool {
+        const PIPE_BUF: usize = 4096;
+        let Some(stdin) = self.stdin.as_mut() else {
+            return false;
+        };
+        let line = format!("{line}\n");
+        if line.len() > PIPE_BUF {
+            return false;
+        }
+        futures_util::FutureExt::now_or_never(stdin.write_all(line.as_bytes()))
+            .is_some_and(|written| written.is_ok())
     }
 
     /// The last `lines` lines of its log, for error messages.

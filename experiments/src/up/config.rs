@@ -46,8 +46,8 @@ pub struct UpArgs {
     pub redis_port: u16,
 
     /// Moves every service port at once: System 1 at BASE (HTTP/1.1), BASE+1 (HTTP/2), BASE+2
-    /// (dashboard WebSocket) and BASE+3 (workers' ops), System 2 at BASE+100. A per-service flag
-    /// wins over it.
+    /// (dashboard WebSocket) and BASE+3 (workers' ops), System 2 at BASE+100, the dashboard page at
+    /// BASE+80. A per-service flag wins over it.
     #[arg(long, env = "LAB_BASE_PORT", default_value_t = 4000, value_parser = clap::value_parser!(u16).range(1..=65_435))]
     pub base_port: u16,
 
@@ -66,6 +66,9 @@ pub struct UpArgs {
     /// System 2's WebSocket port [default: BASE+100].
     #[arg(long)]
     pub system2_port: Option<u16>,
+    /// The dashboard page's port [default: BASE+80].
+    #[arg(long)]
+    pub dashboard_port: Option<u16>,
 
     /// The address the services listen on. The default keeps the lab on this machine.
     #[arg(long, env = "LAB_HOST", default_value = "127.0.0.1")]
@@ -142,6 +145,8 @@ pub struct Ports {
     pub ops: Port,
     /// System 2.
     pub system2: Port,
+    /// The dashboard page.
+    pub dashboard: Port,
 }
 
 impl Ports {
@@ -186,6 +191,7 @@ impl UpArgs {
                 "--system1-ops-port",
             ),
             system2: port(self.system2_port, 100, "System 2 WebSocket", "--system2-port"),
+            dashboard: port(self.dashboard_port, 80, "the dashboard page", "--dashboard-port"),
         }
     }
 

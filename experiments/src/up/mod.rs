@@ -3,9 +3,11 @@
 //! The order of things, and why:
 //! 1. Decide on Redis and check every port *before* starting anything, so that a mistake costs
 //!    nothing and is named precisely (the port, and the flag that moves it).
-//! 2. Start the services (Redis, System 1, System 2) and wait until each answers its health
-//!    endpoint; only then start the agents, so that start-up is not measured as latency.
-//! 3. Each second, read the agents' `--live-json` lines and redraw the view; watch every child.
+//! 2. Start the services (Redis, System 1, System 2, the dashboard) and wait until each answers its
+//!    health endpoint; only then start the agents, so that start-up is not measured as latency.
+//! 3. Each second, read the agents' `--live-json` lines, redraw the view and pass the lines on to
+//!    the dashboard (on its stdin), so that the page shows the agents' figures beside its own;
+//!    watch every child.
 //! 4. At the end (`--for`, Ctrl-C, or a child that died) stop the agents first, so that they write
 //!    their reports, then System 1, System 2 and Redis; print the summary; remove the temporary
 //!    folder.
@@ -63,6 +65,8 @@ struct Lab {
     agents: [Option<Child>; 2],
     /// Why System 1 is not running, when it is not.
     without_system1: Option<String>,
+    /// The second (`t`) of each system's agents last passed to the dashboard.
+    forwarded: [Option<u64>; 2],
 }
 
 /// Runs `lab up` to its end. The result is the process's exit code.
@@ -103,9 +107,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
         services: Vec::new(),
         agents: [None, None],
         without_system1: None,
+        forwarded: [None, None],
     };
     lab.screen.say(&format!(
-        "telemetry lab: starting (logs in {})",
+        "telemetry lab: starting; the dashboard will be at {} (logs in {})",
+        lab.dashboard_url(),
         lab.logs.display()
     ));
 
@@ -188,6 +194,7 @@ fn check_ports(args: &UpArgs, ports: &Ports, redis: Option<&Redis>) -> anyhow::R
         needed.extend(&ports.all()[..4]);
     }
     needed.push(ports.system2);
+    needed.push(ports.dashboard);
     if matches!(redis, Some(Redis::Private(_))) && args.redis_port != 0 {
         needed.push(Port {
             number: args.redis_port,
@@ -239,6 +246,11 @@ impl Lab {
             self.args.host
         };
         SocketAddr::new(ip, port)
+    }
+
+    /// The dashboard page, as a browser on this machine opens it.
+    fn dashboard_url(&self) -> String {
+        format!("http://{}/", self.address(self.ports.dashboard.number))
     }
 
     fn report_path(&self, system: usize) -> PathBuf {
@@ -322,9 +334,47 @@ impl Lab {
             .await?;
 
         let system2 = self.address(ports.system2.number);
+
+        // The dashboard: the page opens both systems' WebSockets itself (at the addresses given
+        // here); the server relays their health and monitoring, and reads the agents' figures
+        // from its stdin (`--agents-stdin`, fed in `watch`).
+        let http = |port: u16| format!("http://{}", self.address(port));
+        let ws = |port: u16| format!("ws://{}/", self.address(port));
+        let args = strings(&[
+            "--agents-stdin",
+            "--log-format",
+            "json",
+            "--host",
+            &host,
+            "--port",
+            &ports.dashboard.number.to_string(),
+            "--system1-ws",
+            &ws(ports.ws.number),
+            "--system1-api",
+            &http(ports.http.number),
+            "--system1-ops",
+            &http(ports.ops.number),
+            "--system1-broadcaster",
+            &http(ports.ws.number),
+            "--system2-ws",
+            &ws(ports.system2.number),
+            "--system2-http",
+            &http(ports.system2.number),
+        ]);
+        let probes = vec![Probe::Http(self.address(ports.dashboard.number), "/api/health")];
+        self.start_service(Spec::lab("dashboard", "dashboard", args)?, probes)
+            .await?;
         self.screen.say(&format!(
-            "dashboard: not built yet (the dashboard crate serves no page). Dashboards can subscribe at \
-             ws://{system2}/ (System 2){}.",
+            "\ndashboard: {}  <- open it in a browser: both systems live, side by side{}\n",
+            self.dashboard_url(),
+            if redis_url.is_some() {
+                String::new()
+            } else {
+                " (System 1 is not running)".to_string()
+            }
+        ));
+        self.screen.say(&format!(
+            "Other dashboards can subscribe at ws://{system2}/ (System 2){}.",
             if redis_url.is_some() {
                 format!(" and ws://{}/ (System 1)", self.address(ports.ws.number))
             } else {
@@ -436,6 +486,7 @@ impl Lab {
             if finished == 2 {
                 return Ending::Finished;
             }
+            self.forward_to_dashboard();
             let secs = started.elapsed().as_secs();
             if secs > drawn_secs {
                 drawn_secs = secs;
@@ -449,6 +500,34 @@ impl Lab {
                         ("System 2: WebSocket, in memory", &columns[1]),
                     ],
                 );
+            }
+        }
+    }
+
+    /// Passes each system's newest agents' second to the dashboard's stdin, once. A second the
+    /// dashboard is not ready to read is skipped (never waited for: see [`Child::offer_line`]).
+    fn forward_to_dashboard(&mut self) {
+        let Some(dashboard) = self
+            .services
+            .iter_mut()
+            .find(|s| s.child.spec.name == "dashboard")
+        else {
+            return;
+        };
+        for (i, agents) in self.agents.iter().enumerate() {
+            let Some(second) = agents
+                .as_ref()
+                .and_then(|a| a.live.as_ref())
+                .and_then(|rx| rx.borrow().clone())
+            else {
+                continue;
+            };
+            if self.forwarded[i] == Some(second.second.t) {
+                continue;
+            }
+            let line = serde_json::json!({"system": format!("system{}", i + 1), "second": second});
+            if dashboard.child.offer_line(&line.to_string()) {
+                self.forwarded[i] = Some(second.second.t);
             }
         }
     }
