@@ -437,36 +437,38 @@ async fn stream_loop(hub: Arc<Hub>, client: redis::Client, stop: CancellationTok
     let mut backoff = Duration::from_millis(100);
     while !stop.is_cancelled() {
         match client.get_multiplexed_async_connection_with_config(&config).await {
-            Ok(mut connection) => loop {
-                let step = async {
-                    let from = match &position {
-                        Some(p) => p.clone(),
-                        None => tail(&hub, &mut connection).await?,
-                    };
-                    let read = read_processed(&hub, &mut connection, &from.id).await;
-                    position = Some(from);
-                    read
-                };
-                let entries = tokio::select! {
-                    entries = step => entries,
-                    _ = stop.cancelled() => return,
-                };
-                match entries {
-                    Ok(entries) => {
-                        hub.reading.store(true, Ordering::Relaxed);
-                        backoff = Duration::from_millis(100);
-                        let at = position.as_mut().expect("set above");
-                        for (id, n, event) in entries {
-                            relay_entry(&hub, at, id, n, event);
-                        }
-                    }
-                    Err(e) => {
-                        hub.reading.store(false, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "reading the processed stream failed; reading on from the last event relayed");
-                        break;
+            Ok(mut connection) => {
+                if position.is_none() {
+                    match tail(&hub, &mut connection).await {
+                        Ok(tail) => position = Some(tail),
+                        Err(e) => tracing::warn!(error = %e, "cannot find the processed stream's end yet"),
                     }
                 }
-            },
+                // Connected and placed: reading from now on (health says so before the first, blocking,
+                // read returns).
+                if let Some(at) = position.as_mut() {
+                    hub.reading.store(true, Ordering::Relaxed);
+                    loop {
+                        let entries = tokio::select! {
+                            entries = read_processed(&hub, &mut connection, &at.id) => entries,
+                            _ = stop.cancelled() => return,
+                        };
+                        match entries {
+                            Ok(entries) => {
+                                backoff = Duration::from_millis(100);
+                                for (id, n, event) in entries {
+                                    relay_entry(&hub, at, id, n, event);
+                                }
+                            }
+                            Err(e) => {
+                                hub.reading.store(false, Ordering::Relaxed);
+                                tracing::warn!(error = %e, "reading the processed stream failed; reading on from the last event relayed");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "Redis unreachable; will retry"),
         }
         tokio::select! {
