@@ -629,8 +629,12 @@ async fn serve_dashboard(
                     return Some(close(CloseReason::Heartbeat));
                 }
                 heard_from = false;
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return None;
+                // Bounded like every other write: a peer that does not read would otherwise hold this
+                // loop here for ever, and the slow-dashboard check with it.
+                match timeout(slow, socket.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => return Some(close(CloseReason::WriteStalled)),
                 }
             }
             _ = slow_check.tick() => {
@@ -653,9 +657,12 @@ async fn serve_dashboard(
                 };
                 let reply = match parse_dashboard_request(bytes) {
                     Ok(DashboardRequest::Subscribe { server_id }) => {
-                        // A new filter: a new outbox (what the old one held is dropped with it).
+                        // A new filter: a new outbox. What the old one still held is dropped with it,
+                        // and counted as dropped, not silently lost.
                         let fresh = new_outbox(hub, current.connection_id, server_id.clone());
                         hub.replace(current.connection_id, Some(fresh.clone()));
+                        let (queued, coalesced) = current.depth();
+                        hub.stats.dropped.inc_by((queued + coalesced) as u64);
                         *outbox = fresh;
                         DashboardReply::SubscriptionAck { server_id }
                     }
