@@ -444,36 +444,38 @@ async fn stream_loop(hub: Arc<Hub>, client: redis::Client, stop: CancellationTok
     let mut backoff = Duration::from_millis(100);
     while !stop.is_cancelled() {
         match client.get_multiplexed_async_connection_with_config(&config).await {
-            Ok(mut connection) => loop {
-                let step = async {
-                    let from = match &position {
-                        Some(p) => p.clone(),
-                        None => tail(&hub, &mut connection).await?,
-                    };
-                    let read = read_processed(&hub, &mut connection, &from.id).await;
-                    position = Some(from);
-                    read
-                };
-                let entries = tokio::select! {
-                    entries = step => entries,
-                    _ = stop.cancelled() => return,
-                };
-                match entries {
-                    Ok(entries) => {
-                        hub.reading.store(true, Ordering::Relaxed);
-                        backoff = Duration::from_millis(100);
-                        let at = position.as_mut().expect("set above");
-                        for (id, n, event) in entries {
-                            relay_entry(&hub, at, id, n, event);
-                        }
-                    }
-                    Err(e) => {
-                        hub.reading.store(false, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "reading the processed stream failed; reading on from the last event relayed");
-                        break;
+            Ok(mut connection) => {
+                if position.is_none() {
+                    match tail(&hub, &mut connection).await {
+                        Ok(tail) => position = Some(tail),
+                        Err(e) => tracing::warn!(error = %e, "cannot find the processed stream's end yet"),
                     }
                 }
-            },
+                // Connected and placed: reading from now on (health says so before the first, blocking,
+                // read returns).
+                if let Some(at) = position.as_mut() {
+                    hub.reading.store(true, Ordering::Relaxed);
+                    loop {
+                        let entries = tokio::select! {
+                            entries = read_processed(&hub, &mut connection, &at.id) => entries,
+                            _ = stop.cancelled() => return,
+                        };
+                        match entries {
+                            Ok(entries) => {
+                                backoff = Duration::from_millis(100);
+                                for (id, n, event) in entries {
+                                    relay_entry(&hub, at, id, n, event);
+                                }
+                            }
+                            Err(e) => {
+                                hub.reading.store(false, Ordering::Relaxed);
+                                tracing::warn!(error = %e, "reading the processed stream failed; reading on from the last event relayed");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "Redis unreachable; will retry"),
         }
         tokio::select! {
@@ -634,8 +636,12 @@ async fn serve_dashboard(
                     return Some(close(CloseReason::Heartbeat));
                 }
                 heard_from = false;
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return None;
+                // Bounded like every other write: a peer that does not read would otherwise hold this
+                // loop here for ever, and the slow-dashboard check with it.
+                match timeout(slow, socket.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => return Some(close(CloseReason::WriteStalled)),
                 }
             }
             _ = slow_check.tick() => {
@@ -658,9 +664,12 @@ async fn serve_dashboard(
                 };
                 let reply = match parse_dashboard_request(bytes) {
                     Ok(DashboardRequest::Subscribe { server_id }) => {
-                        // A new filter: a new outbox (what the old one held is dropped with it).
+                        // A new filter: a new outbox. What the old one still held is dropped with it,
+                        // and counted as dropped, not silently lost.
                         let fresh = new_outbox(hub, current.connection_id, server_id.clone());
                         hub.replace(current.connection_id, Some(fresh.clone()));
+                        let (queued, coalesced) = current.depth();
+                        hub.stats.dropped.inc_by((queued + coalesced) as u64);
                         *outbox = fresh;
                         DashboardReply::SubscriptionAck { server_id }
                     }

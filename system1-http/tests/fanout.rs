@@ -169,12 +169,32 @@ async fn scenario(fanout: &str) -> Run {
     while let Some(done) = senders.join_next().await {
         done.unwrap();
     }
-    // Then the subscribers' connections dropped, and a burst posted at once: the broadcaster
-    // resubscribes only after its backoff (100 ms at least), and the workers process the burst in
-    // a few ms, so pub/sub fan-out loses it (the issue's 3 s resubscription, in small).
+    // Then the subscribers' connections dropped and kept out (Redis at its client limit: the
+    // connections already open, the API's and the workers', go on), and a burst posted and processed
+    // meanwhile: pub/sub fan-out loses it, as in the issue, where the broadcaster took 3 s to resubscribe.
+    // First the steady state: the load processed, so no role needs a new connection while new ones are
+    // refused.
+    let mut admin = redis.connection();
+    let steady = (TICKS * PER_TICK) as usize;
+    wait_for("the load processed", Duration::from_secs(30), || {
+        let done = processed_events(&mut admin).is_ok_and(|list| list.len() >= steady);
+        async move { done }
+    })
+    .await;
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let subscribers: String = redis::cmd("CLIENT")
+        .arg(&["LIST", "TYPE", "pubsub"])
+        .query(&mut admin)
+        .unwrap();
+    let room = clients.lines().count() - subscribers.lines().count();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxclients"])
+        .arg(room)
+        .query(&mut admin)
+        .unwrap();
     let _: redis::Value = redis::cmd("CLIENT")
         .arg(&["KILL", "TYPE", "pubsub"])
-        .query(&mut redis.connection())
+        .query(&mut admin)
         .unwrap();
     let burst: Vec<Value> = (0..BURST)
         .map(|seq| json!({"serverId": "server-burst", "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}))
@@ -191,17 +211,16 @@ async fn scenario(fanout: &str) -> Run {
     assert_eq!(acked.len() as u64, TICKS * PER_TICK + BURST, "every metric acked");
 
     // Wait until every acked metric is processed (each has its event in the processed stream).
-    let (r, total) = (redis.client(), acked.len());
-    wait_for("every metric processed", Duration::from_secs(30), || {
-        let r = r.clone();
-        async move {
-            let Ok(mut con) = r.get_connection() else {
-                return false;
-            };
-            processed_events(&mut con).is_ok_and(|list| list.len() >= total)
-        }
+    let total = acked.len();
+    wait_for("the burst processed", Duration::from_secs(30), || {
+        let done = processed_events(&mut admin).is_ok_and(|list| list.len() >= total);
+        async move { done }
     })
     .await;
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxclients", "10000"])
+        .query(&mut admin)
+        .unwrap();
     // Then a fence: a marker metric, posted now, reaches the dashboard after every event processed
     // before it (one stream, or one subscription, in order). Once one arrives, what the dashboard has
     // not seen, it never will. (Posted again until one arrives: with pub/sub, one may be lost too.)
@@ -242,8 +261,10 @@ async fn scenario(fanout: &str) -> Run {
         .filter(|(_, (server, _))| server != MARKER)
         .collect();
     let keys: BTreeSet<Key> = events.iter().map(|(_, k)| k.clone()).collect();
-    assert_eq!(keys, acked, "every acked metric was processed, once");
-    assert_eq!(events.len(), acked.len(), "each announced once");
+    assert_eq!(keys, acked, "every acked metric was processed");
+    // (Possibly some twice: an agent's retry of a request that Redis committed just before the crash
+    // is a second entry, and two workers may each announce one of the two. At least once.)
+    assert!(events.len() >= acked.len());
     Run {
         acked,
         seen,

@@ -383,3 +383,39 @@ async fn shutdown_drains_in_flight_tls_requests() {
         "the port is closed after shutdown"
     );
 }
+
+#[tokio::test]
+async fn an_oversize_body_over_tls_gets_its_413_in_both_protocols() {
+    let redis = RedisServer::start().unwrap();
+    let api = start_self_signed(&redis).await;
+    // About 5 MB of metrics, sent whole without waiting (hyper sends no `Expect: 100-continue`).
+    let big = Value::Array((0..50_000).map(|seq| metric("big", seq)).collect());
+    assert!(big.to_string().len() > 4_000_000);
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let answer = request(
+            api.addrs[0],
+            &api.cert_pem,
+            &[alpn],
+            "POST",
+            "/metrics",
+            Some(&big),
+        )
+        .await;
+        assert_eq!(answer.status, 413, "{alpn:?}: {:?}", answer.body);
+        assert!(
+            answer.body["error"].as_str().unwrap().contains("larger than"),
+            "{:?}",
+            answer.body
+        );
+        let next = request(
+            api.addrs[0],
+            &api.cert_pem,
+            &[alpn],
+            "POST",
+            "/metrics",
+            Some(&metric("after", 1)),
+        )
+        .await;
+        assert_eq!(next.status, 202, "the server keeps serving: {:?}", next.body);
+    }
+}
