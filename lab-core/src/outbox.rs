@@ -12,7 +12,8 @@
 //!    range of `seq`s it covers, its own included), so a client counts those metrics as delivered as
 //!    an aggregate, never as lost;
 //! 3. when as many servers again are waiting as coalesced, a further server's update is **dropped**,
-//!    and counted (per dashboard and in total);
+//!    and counted (per dashboard and in total); the dashboard is told before its next updates, with
+//!    a `gap` frame saying how many were dropped and when ([`Outbox::take_dropped`]);
 //! 4. a dashboard whose queue stays full longer than the slow-dashboard limit is closed (code 1008) by
 //!    its connection task: it is better told than silently starved.
 //!
@@ -177,6 +178,20 @@ struct State<F> {
     coalesced: u64,
     /// Updates dropped because the table was full, since the outbox was made.
     dropped: u64,
+    /// Drops the dashboard has not been told of yet: how many, and the first and last time (epoch
+    /// ms).
+    unreported: Option<Dropped>,
+}
+
+/// Updates an outbox dropped and has not reported yet: what a `gap` frame tells the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropped {
+    /// How many updates.
+    pub updates: u64,
+    /// When the first of them was dropped, epoch ms.
+    pub from_ms: f64,
+    /// When the last of them was dropped, epoch ms.
+    pub to_ms: f64,
 }
 
 /// A server's place in the coalescing table: its latest update, and what that update stands for.
@@ -227,6 +242,7 @@ impl<F> Default for State<F> {
             backed_up_since: None,
             coalesced: 0,
             dropped: 0,
+            unreported: None,
         }
     }
 }
@@ -266,6 +282,14 @@ impl<F: FrameText> Outbox<F> {
                     }
                     None if table_full => {
                         s.dropped += 1;
+                        let now = crate::now_ms();
+                        let unreported = s.unreported.get_or_insert(Dropped {
+                            updates: 0,
+                            from_ms: now,
+                            to_ms: now,
+                        });
+                        unreported.updates += 1;
+                        unreported.to_ms = now;
                         Pushed::Dropped
                     }
                     None => {
@@ -332,6 +356,12 @@ impl<F: FrameText> Outbox<F> {
     pub fn depth(&self) -> (usize, usize) {
         let s = self.state();
         (s.queue.len(), s.latest.len())
+    }
+
+    /// The drops not reported yet, if any, now counted as reported: the connection task sends them as
+    /// a `gap` frame before the updates it takes next, so the dashboard hears of them in order.
+    pub fn take_dropped(&self) -> Option<Dropped> {
+        self.state().unreported.take()
     }
 
     /// (coalesced, dropped) updates since this outbox was made, for monitoring: what this dashboard
@@ -410,6 +440,10 @@ mod tests {
             "a known server still coalesces"
         );
         assert_eq!(o.losses(), (2, 1));
+        let dropped = o.take_dropped().expect("the drop is to be reported");
+        assert_eq!(dropped.updates, 1);
+        assert!(dropped.from_ms <= dropped.to_ms);
+        assert_eq!(o.take_dropped(), None, "reported once");
         assert!(o.backed_up_for().is_some());
         let sent = payloads(&o.take(10));
         assert_eq!(

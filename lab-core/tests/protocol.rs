@@ -798,3 +798,14 @@ fn a_coalesced_update_carries_what_it_stands_for() {
         "an update that stands for nothing else says nothing"
     );
 }
+
+#[test]
+fn system2_tells_a_dashboard_of_dropped_updates_with_a_gap_frame() {
+    let text = r#"{"type":"gap","eventType":"metric.update","events":7,"fromMs":1000,"toMs":1250,"reason":"dropped"}"#;
+    let frame: ServerFrame = serde_json::from_str(text).expect("a protocol frame");
+    assert_eq!(frame.to_json(), text, "the exact text both ways");
+    let ServerFrame::Gap(gap) = frame else {
+        panic!("{text}")
+    };
+    assert_eq!(gap.events, Some(7));
+}

@@ -687,6 +687,17 @@ async fn serve_dashboard(
                 }
             }
             _ = current.ready() => {
+                // What this dashboard's outbox dropped comes first, as a gap frame: in order with what it
+                // does get (System 2's connection does the same).
+                if let Some(dropped) = current.take_dropped() {
+                    let gap = DashboardReply::Gap(Gap::dropped("*", dropped));
+                    let text = serde_json::to_string(&gap).expect("replies serialize");
+                    match timeout(slow, socket.feed(Message::Text(text.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return None,
+                        Err(_) => return Some(close(CloseReason::WriteStalled)),
+                    }
+                }
                 let events = current.take(EVENTS_PER_WAKE);
                 for event in &events {
                     match timeout(slow, socket.feed(Message::Text(event.frame.clone()))).await {

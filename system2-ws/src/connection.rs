@@ -391,9 +391,15 @@ impl Connection {
         let Some(outbox) = self.outbox.clone() else {
             return Ok(());
         };
+        // Drops first: the dashboard hears of them in order with what it does get.
+        if let Some(dropped) = outbox.take_dropped() {
+            let gap = ServerFrame::Gap(lab_core::wire::gap::Gap::dropped("metric.update", dropped));
+            self.hub.stats.gaps_sent.inc();
+            self.feed(socket, gap.to_json()).await?;
+        }
         let updates = outbox.take(UPDATES_PER_WAKE);
         if updates.is_empty() {
-            return Ok(());
+            return self.flush(socket).await;
         }
         self.hub.stats.updates_sent.inc_by(updates.len() as u64);
         if outbox.preferences.batch {

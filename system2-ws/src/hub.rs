@@ -370,6 +370,7 @@ impl Hub {
                 "sent": s.updates_sent.get(),
                 "coalesced": s.updates_coalesced.get(),
                 "dropped": s.updates_dropped.get(),
+                "gapsSent": s.gaps_sent.get(),
             },
             "dashboards": dashboards,
             "servers": {

@@ -34,6 +34,8 @@ pub struct Stats {
     pub updates_coalesced: Counter,
     /// Updates dropped because a dashboard's queue and coalescing table were full.
     pub updates_dropped: Counter,
+    /// `gap` frames sent to dashboards, each telling one of them how many of its updates were dropped.
+    pub gaps_sent: Counter,
     /// Servers forgotten after being idle.
     pub servers_evicted: Counter,
     /// Connections the server closed, by reason.
@@ -91,6 +93,11 @@ impl Default for Stats {
             "Updates dropped: dashboard queue full",
             Counter::default()
         );
+        let gaps_sent = register!(
+            "gaps_sent",
+            "Gap frames sent: dashboards told of their dropped updates",
+            Counter::default()
+        );
         let servers_evicted = register!("servers_evicted", "Idle servers forgotten", Counter::default());
         let connections_closed = register!(
             "connections_closed",
@@ -113,6 +120,7 @@ impl Default for Stats {
             updates_sent,
             updates_coalesced,
             updates_dropped,
+            gaps_sent,
             servers_evicted,
             connections_closed,
             connections,

@@ -9,6 +9,8 @@
 //!                                           channel metrics:pubsub ──▶ broadcaster ──WS──▶ dashboards
 //! ```
 
+pub use super::gap::{Gap, GapReason};
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -297,41 +299,6 @@ pub enum DashboardReply {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         details: Vec<Problem>,
     },
-}
-
-/// Why a [`DashboardReply::Gap`] happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GapReason {
-    /// The broadcaster lost its pub/sub subscription (Redis restarted, the connection broke): what was
-    /// published meanwhile went to nobody. `events` is `null`: pub/sub cannot say how many.
-    Unsubscribed,
-    /// Stream fan-out: the broadcaster's last relayed event was trimmed from the capped `processed`
-    /// stream before it read on (it was away, or slower than the cap allows). `events` is exact.
-    Trimmed,
-    /// Stream fan-out: the `processed` stream's count went backwards (Redis lost its data, or the stream
-    /// was deleted): events may be missing, how many is unknown.
-    Reset,
-}
-
-/// The body of a `gap` frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Gap {
-    /// Which events are missing: `metric.processed` (stream fan-out), or every event the channel
-    /// carries (`metric.ingested` and, in pub/sub fan-out, `metric.processed`): `"*"`.
-    #[serde(rename = "eventType")]
-    pub event_type: String,
-    /// How many events are missing, when the broadcaster can know it (`null` otherwise).
-    pub events: Option<u64>,
-    /// The span the missing events lie in, in epoch ms: from the last event relayed before the gap (or
-    /// the moment the subscription was lost) …
-    #[serde(rename = "fromMs")]
-    pub from_ms: u64,
-    /// … to the first event relayed after it (or the moment of the new subscription).
-    #[serde(rename = "toMs")]
-    pub to_ms: u64,
-    /// Why.
-    pub reason: GapReason,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::WindowSummaries;
 use crate::metric::Metric;
 use crate::problem::Problem;
+use crate::wire::gap::Gap;
 
 /// What a connection is for. Producers send metrics; dashboards receive updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -162,6 +163,10 @@ pub enum ServerFrame {
         /// One server's aggregates, or all.
         payload: SnapshotPayload,
     },
+    /// **(ext)** Updates this dashboard did not get, said out loud: its queue and coalescing table
+    /// were full and they were dropped ([`crate::wire::gap`]). Sent before the next updates.
+    #[serde(rename = "gap")]
+    Gap(Gap),
     /// A client message could not be used. The connection stays open.
     #[serde(rename = "error")]
     Error {

@@ -138,3 +138,36 @@ async fn a_dashboard_of_single_updates_accounts_for_every_metric() {
 async fn a_dashboard_of_batched_updates_accounts_for_every_metric() {
     a_dashboard_accounts_for_every_metric(serde_json::json!({"batchUpdates": true})).await;
 }
+
+/// A dashboard so far behind that its queue and coalescing table are full: the updates dropped for it
+/// are announced to it in `gap` frames, whose counts add up to the server's `updates.dropped`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_is_told_how_many_of_its_updates_were_dropped() {
+    let server = TestServer::start(&["--dashboard-queue", "2"]).await;
+    let mut dashboard = Client::stuck_dashboard(&server).await;
+    let mut producer = Client::producer(&server).await;
+    // 20 servers, 50 rounds: far more servers waiting than the table of 2 holds.
+    for round in 0..50 {
+        let items: Vec<_> = (0..20)
+            .map(|i| item(&format!("s{i}"), now(), 1.0, round))
+            .collect();
+        producer
+            .send(serde_json::json!({"type": "metrics", "items": items}))
+            .await;
+        assert_eq!(producer.recv().await["type"], "metrics.ack");
+    }
+    let (_, doc) = server.get_json("/api/monitoring").await;
+    let dropped = doc["updates"]["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "the dashboard was not far enough behind: {doc}");
+    let mut told = 0;
+    while told < dropped {
+        let frame = dashboard.recv().await;
+        if frame["type"] == "gap" {
+            assert_eq!(frame["reason"], "dropped", "{frame}");
+            assert_eq!(frame["eventType"], "metric.update", "{frame}");
+            assert!(frame["fromMs"].as_u64() <= frame["toMs"].as_u64(), "{frame}");
+            told += frame["events"].as_u64().expect("an exact count");
+        }
+    }
+    assert_eq!(told, dropped, "each drop told once");
+}
