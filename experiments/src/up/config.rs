@@ -16,6 +16,11 @@ pub struct UpArgs {
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub run_for: Option<Duration>,
 
+    /// Send for this long before `--for` starts, without measuring it (connections and caches warm
+    /// up; `lab run`'s scenarios use it). The run lasts the warm-up plus `--for`.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
     /// Metrics per second sent to each system.
     #[arg(long, env = "LAB_RATE", default_value_t = 200.0, value_parser = positive_rate)]
     pub rate: f64,
@@ -207,6 +212,8 @@ impl UpArgs {
             self.batch.to_string(),
             "--duration".into(),
             duration,
+            "--warmup".into(),
+            format!("{}ms", self.warmup.as_millis()),
             // Waited for only while updates are still missing, so it costs nothing when none are;
             // generous, so that a machine busy with other work does not count late updates as lost.
             "--cooldown".into(),
