@@ -442,6 +442,18 @@ fn intro(data: &RunData) -> Vec<String> {
     if !r.sets.is_empty() {
         lines.push(format!("Settings changed with --set: {}.", r.sets.join(", ")));
     }
+    let load = data.env["load_average_before"]
+        .as_str()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|l| l.parse::<f64>().ok());
+    let cores = data.env["cores"].as_f64();
+    if let (Some(load), Some(cores)) = (load, cores)
+        && load > cores
+    {
+        lines.push(format!(
+            "The machine was busy before the run (load average {load} on {cores} cores): other work competed for the CPU, so latencies here are higher than on an idle machine."
+        ));
+    }
     let limited: Vec<String> = rows(data)
         .iter()
         .filter(|row| row.generator_limited())
