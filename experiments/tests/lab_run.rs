@@ -63,6 +63,16 @@ fn quick_runs_both_systems_and_writes_a_full_report() {
         assert_eq!(row[7], "0", "lost: {csv}");
     }
 
+    // `lab up --warmup`: the warm-up is sent (200/s for 2.5 s) but not measured (2 s).
+    let step: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("steps/01-200-s.json")).unwrap()).unwrap();
+    for system in ["system1", "system2"] {
+        let sent = step[system]["sent"].as_u64().unwrap();
+        assert!((450..=550).contains(&sent), "{system} sent {sent}, not 500");
+        let measured = step[system]["run"]["measured_secs"].as_f64().unwrap();
+        assert!(measured < 2.4, "{system} measured {measured} s, not 2");
+    }
+
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in ["| Transport |", "| Best use |", "System 1", "System 2"] {
         assert!(md.contains(needle), "{needle}: {md}");
