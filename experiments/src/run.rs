@@ -177,6 +177,8 @@ fn plan(scenario: &Scenario, dir: &Path) -> anyhow::Result<Vec<StepRun>> {
                 step.protocol.as_str().into(),
                 "--batch".into(),
                 step.batch.to_string(),
+                "--system1-workers".into(),
+                step.workers.to_string(),
                 "--json".into(),
                 dir.join(&run.file).display().to_string(),
                 "--logs".into(),

@@ -23,6 +23,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("original-plan", include_str!("../scenarios/original-plan.toml")),
     ("protocols", include_str!("../scenarios/protocols.toml")),
     ("connections", include_str!("../scenarios/connections.toml")),
+    ("scaling", include_str!("../scenarios/scaling.toml")),
 ];
 
 /// How the agents reach System 1 (System 2 is always WebSocket).
@@ -69,6 +70,9 @@ pub struct Settings {
     /// How many times each step runs (the spread of repeats estimates the run-to-run noise).
     #[serde(default, deserialize_with = "repeat")]
     pub repeat: Option<u64>,
+    /// System 1's consumer-group workers.
+    #[serde(default, deserialize_with = "workers")]
+    pub workers: Option<u64>,
 }
 
 impl Settings {
@@ -82,6 +86,7 @@ impl Settings {
             protocol: over.protocol.or(self.protocol),
             batch: over.batch.or(self.batch),
             repeat: over.repeat.or(self.repeat),
+            workers: over.workers.or(self.workers),
         }
     }
 }
@@ -108,6 +113,8 @@ struct StepFile {
     batch: Option<u64>,
     #[serde(default, deserialize_with = "repeat")]
     repeat: Option<u64>,
+    #[serde(default, deserialize_with = "workers")]
+    workers: Option<u64>,
 }
 
 impl StepFile {
@@ -120,6 +127,7 @@ impl StepFile {
             protocol: self.protocol,
             batch: self.batch,
             repeat: self.repeat,
+            workers: self.workers,
         }
     }
 }
@@ -160,6 +168,13 @@ pub struct Step {
     pub batch: u64,
     /// Runs of this step.
     pub repeat: u64,
+    /// System 1's workers.
+    #[serde(default = "two")]
+    pub workers: u64,
+}
+
+fn two() -> u64 {
+    2
 }
 
 /// A scenario ready to run.
@@ -211,6 +226,7 @@ pub fn builtin_defaults() -> Settings {
         protocol: Some(Protocol::Http1),
         batch: Some(1),
         repeat: Some(1),
+        workers: Some(2),
     }
 }
 
@@ -327,6 +343,7 @@ pub fn parse(file: &str, text: &str, sets: &Settings) -> Result<Scenario, Scenar
             protocol: s.protocol.expect("built-in default"),
             batch: s.batch.expect("built-in default"),
             repeat: s.repeat.expect("built-in default"),
+            workers: s.workers.expect("built-in default"),
         });
     }
     Ok(Scenario {
@@ -419,6 +436,10 @@ fn batch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 
 fn repeat<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     bounded(d, 1, 20, "repeats")
+}
+
+fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    bounded(d, 1, 64, "workers")
 }
 
 fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

@@ -31,9 +31,13 @@ fn quick_runs_both_systems_and_writes_a_full_report() {
     let temp = tmp.path().join("temp");
     std::fs::create_dir(&temp).unwrap();
     let out = tmp.path().join("report");
-    let output = lab_run(&temp, &out, &["duration=2s", "warmup=500ms", "cooldown=0s"])
-        .output()
-        .unwrap();
+    let output = lab_run(
+        &temp,
+        &out,
+        &["duration=2s", "warmup=500ms", "cooldown=0s", "workers=3"],
+    )
+    .output()
+    .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -72,6 +76,10 @@ fn quick_runs_both_systems_and_writes_a_full_report() {
         let measured = step[system]["run"]["measured_secs"].as_f64().unwrap();
         assert!(measured < 2.4, "{system} measured {measured} s, not 2");
     }
+
+    // `lab up --system1-workers`, from the scenario's `workers`.
+    let log = std::fs::read_to_string(out.join("logs/01-200-s/system1.log")).unwrap();
+    assert_eq!(log.matches("worker started").count(), 3, "{log}");
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in ["| Transport |", "| Best use |", "System 1", "System 2"] {

@@ -387,11 +387,16 @@ pub fn comparison_table(data: &RunData) -> Table {
                 growth(1).map_or("n/a".into(), |g| format!("{g:.1}")),
                 low.run.step.rate
             ),
-            "Achieved over intended says whether a system kept up at the highest load of the run; how much its p99 grew from the lowest load says how close it came to its limit. System 1 scales out by adding workers and API processes (the scaling scenario, not shipped yet); System 2 by sharding servers across instances.".into(),
+            "Achieved over intended says whether a system kept up at the highest load of the run; how much its p99 grew from the lowest load says how close it came to its limit. System 1 scales out by adding workers and API processes (the scaling scenario); System 2 by sharding servers across instances.".into(),
         ],
         vec![
             "Complexity".into(),
-            "5 parts: Redis, ingest API, 2 workers, broadcaster (run as `system1 all`)".into(),
+            format!(
+                "{} parts: Redis, ingest API, {} worker{}, broadcaster (run as `system1 all`)",
+                3 + high.run.step.workers,
+                high.run.step.workers,
+                if high.run.step.workers == 1 { "" } else { "s" }
+            ),
             "1 process: ingest, windows and broadcast".into(),
             "Not measured: counted from what `lab up` starts. Every extra part is one more thing to deploy, watch and restart.".into(),
         ],

@@ -37,6 +37,11 @@ pub struct UpArgs {
     #[arg(long, env = "LAB_BATCH", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub batch: u64,
 
+    /// System 1's consumer-group workers (tasks of the one `system1 all` process, each its own
+    /// consumer of the stream): `lab run scaling` varies it.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub system1_workers: u64,
+
     /// Write the summary as JSON to this file: `{"system1": …, "system2": …}`, each that system's
     /// agents report (`null` for a system that did not run).
     #[arg(long, value_name = "FILE")]

@@ -298,7 +298,7 @@ impl Lab {
                 "--ops-port",
                 &ports.ops.number.to_string(),
                 "--workers",
-                "2",
+                &self.args.system1_workers.to_string(),
             ]);
             let probes = vec![
                 Probe::Http(self.address(ports.http.number), "/healthz"),
