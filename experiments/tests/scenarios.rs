@@ -178,3 +178,22 @@ fn lab_list_shows_every_built_in_scenario() {
     }
     assert!(!text.contains("broken"), "{text}");
 }
+
+#[test]
+fn run_help_teaches_the_scenarios_the_report_and_set() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in [
+        "lab list",
+        "report.html",
+        "--set",
+        "partial",
+        "docs/experiments.md",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+}
