@@ -179,6 +179,8 @@ fn plan(scenario: &Scenario, dir: &Path) -> anyhow::Result<Vec<StepRun>> {
                 step.batch.to_string(),
                 "--system1-workers".into(),
                 step.workers.to_string(),
+                "--redis-fsync".into(),
+                step.redis_fsync.as_str().into(),
                 "--json".into(),
                 dir.join(&run.file).display().to_string(),
                 "--logs".into(),

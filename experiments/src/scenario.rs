@@ -24,6 +24,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("protocols", include_str!("../scenarios/protocols.toml")),
     ("connections", include_str!("../scenarios/connections.toml")),
     ("scaling", include_str!("../scenarios/scaling.toml")),
+    ("durability", include_str!("../scenarios/durability.toml")),
 ];
 
 /// How the agents reach System 1 (System 2 is always WebSocket).
@@ -42,6 +43,30 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http1",
             Protocol::Http2 => "http2",
+        }
+    }
+}
+
+/// The private Redis's append-only file (`lab up --redis-fsync`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// fsync after every write.
+    Always,
+    /// fsync once a second (Redis's default).
+    #[default]
+    Everysec,
+    /// No AOF.
+    Off,
+}
+
+impl Fsync {
+    /// The name `lab up --redis-fsync` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::Everysec => "everysec",
+            Fsync::Off => "off",
         }
     }
 }
@@ -73,6 +98,8 @@ pub struct Settings {
     /// System 1's consumer-group workers.
     #[serde(default, deserialize_with = "workers")]
     pub workers: Option<u64>,
+    /// The private Redis's AOF: `always`, `everysec` or `off`.
+    pub redis_fsync: Option<Fsync>,
 }
 
 impl Settings {
@@ -87,6 +114,7 @@ impl Settings {
             batch: over.batch.or(self.batch),
             repeat: over.repeat.or(self.repeat),
             workers: over.workers.or(self.workers),
+            redis_fsync: over.redis_fsync.or(self.redis_fsync),
         }
     }
 }
@@ -115,6 +143,7 @@ struct StepFile {
     repeat: Option<u64>,
     #[serde(default, deserialize_with = "workers")]
     workers: Option<u64>,
+    redis_fsync: Option<Fsync>,
 }
 
 impl StepFile {
@@ -128,6 +157,7 @@ impl StepFile {
             batch: self.batch,
             repeat: self.repeat,
             workers: self.workers,
+            redis_fsync: self.redis_fsync,
         }
     }
 }
@@ -171,6 +201,9 @@ pub struct Step {
     /// System 1's workers.
     #[serde(default = "two")]
     pub workers: u64,
+    /// The private Redis's AOF.
+    #[serde(default)]
+    pub redis_fsync: Fsync,
 }
 
 fn two() -> u64 {
@@ -227,6 +260,7 @@ pub fn builtin_defaults() -> Settings {
         batch: Some(1),
         repeat: Some(1),
         workers: Some(2),
+        redis_fsync: Some(Fsync::Everysec),
     }
 }
 
@@ -344,6 +378,7 @@ pub fn parse(file: &str, text: &str, sets: &Settings) -> Result<Scenario, Scenar
             batch: s.batch.expect("built-in default"),
             repeat: s.repeat.expect("built-in default"),
             workers: s.workers.expect("built-in default"),
+            redis_fsync: s.redis_fsync.expect("built-in default"),
         });
     }
     Ok(Scenario {

@@ -34,7 +34,13 @@ fn quick_runs_both_systems_and_writes_a_full_report() {
     let output = lab_run(
         &temp,
         &out,
-        &["duration=2s", "warmup=500ms", "cooldown=0s", "workers=3"],
+        &[
+            "duration=2s",
+            "warmup=500ms",
+            "cooldown=0s",
+            "workers=3",
+            "redis_fsync=always",
+        ],
     )
     .output()
     .unwrap();

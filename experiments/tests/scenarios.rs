@@ -197,3 +197,18 @@ fn run_help_teaches_the_scenarios_the_report_and_set() {
         assert!(help.contains(needle), "{needle}: {help}");
     }
 }
+
+#[test]
+fn workers_and_redis_fsync_are_settings_of_system1() {
+    use experiments::scenario::Fsync;
+    let (file, text) = find("durability").unwrap();
+    let s = parse(&file, &text, &none()).unwrap();
+    let fsyncs: Vec<Fsync> = s.steps.iter().map(|s| s.redis_fsync).collect();
+    assert_eq!(fsyncs, [Fsync::Always, Fsync::Everysec, Fsync::Off]);
+    let (file, text) = find("scaling").unwrap();
+    let s = parse(&file, &text, &none()).unwrap();
+    let workers: Vec<u64> = s.steps.iter().map(|s| s.workers).collect();
+    assert_eq!(workers, [1, 2, 4]);
+    let e = parse_sets(&["redis_fsync=sometimes".into()]).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("redis_fsync"), "{e}");
+}

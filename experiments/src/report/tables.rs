@@ -339,7 +339,15 @@ pub fn comparison_table(data: &RunData) -> Table {
         ],
         vec![
             "State".into(),
-            format!("Redis Streams; e2e p50 {} ms", ms(r1.e2e_latency_ms.p50)),
+            format!(
+                "Redis Streams ({}); e2e p50 {} ms",
+                match high.run.step.redis_fsync {
+                    crate::scenario::Fsync::Always => "AOF, fsync always",
+                    crate::scenario::Fsync::Everysec => "AOF, fsync everysec",
+                    crate::scenario::Fsync::Off => "no AOF",
+                },
+                ms(r1.e2e_latency_ms.p50)
+            ),
             format!("in-memory windows; e2e p50 {} ms", ms(r2.e2e_latency_ms.p50)),
             format!(
                 "From due time to the dashboard the median metric took {} ms through System 1 and {} ms through System 2 ({}): System 1 writes it to a Redis stream, a worker reads it back, aggregates and publishes it — more network hops and a batch wait.",

@@ -42,6 +42,12 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub system1_workers: u64,
 
+    /// How the private Redis makes System 1's stream durable: its append-only file fsynced on
+    /// every write (`always`), once a second (`everysec`, Redis's default), or no AOF at all (`off`).
+    /// `lab run durability` varies it. Ignored with --redis-url.
+    #[arg(long, value_enum, default_value_t = RedisFsync::Everysec)]
+    pub redis_fsync: RedisFsync,
+
     /// Write the summary as JSON to this file: `{"system1": …, "system2": …}`, each that system's
     /// agents report (`null` for a system that did not run).
     #[arg(long, value_name = "FILE")]
@@ -117,6 +123,17 @@ pub enum HttpProtocol {
     Http1,
     /// `POST /metrics` over cleartext HTTP/2 (to the HTTP/2 port).
     Http2,
+}
+
+/// The private Redis's durability: its AOF and when it is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisFsync {
+    /// AOF on, fsync after every write: nothing acknowledged is lost on a crash, at a cost per write.
+    Always,
+    /// AOF on, fsync once a second: a crash loses up to about a second of writes.
+    Everysec,
+    /// No AOF: a crash loses everything since the start.
+    Off,
 }
 
 /// What to do when a service dies.
