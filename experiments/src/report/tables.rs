@@ -268,6 +268,23 @@ fn reference_steps(data: &RunData) -> Option<(&StepData, &StepData)> {
     Some((low, high))
 }
 
+/// Which step the comparison table's values come from.
+pub fn reference_note(data: &RunData) -> String {
+    match reference_steps(data) {
+        Some((low, high)) => format!(
+            "Values from step {} ({}), the highest offered load both systems have figures for{}; every step is in the table below.",
+            high.run.index,
+            high.run.step.label,
+            if low.run.index == high.run.index {
+                String::new()
+            } else {
+                format!("; growth from step {} ({})", low.run.index, low.run.step.label)
+            }
+        ),
+        None => "No step has figures for both systems.".into(),
+    }
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
@@ -323,6 +340,24 @@ pub fn comparison_table(data: &RunData) -> Table {
             0.0
         } else {
             100.0 * r.achieved_rate / r.intended_rate
+        }
+    };
+    // With every step at the same rate (protocols, connections, …) there is no growth with load
+    // to show: the steps differ in something else, which the steps table shows.
+    let same_rate = low.run.step.rate == high.run.step.rate;
+    let scaling = |r: &Report, growth: Option<f64>| {
+        if same_rate {
+            format!(
+                "{:.0} % of intended at {rate}/s (every step at this rate)",
+                keeps(r)
+            )
+        } else {
+            format!(
+                "{:.0} % of intended; e2e p99 ×{} from {} to {rate}/s",
+                keeps(r),
+                growth.map_or("n/a".into(), |g| format!("{g:.1}")),
+                low.run.step.rate
+            )
         }
     };
     let rows = vec![
@@ -383,18 +418,8 @@ pub fn comparison_table(data: &RunData) -> Table {
         ],
         vec![
             "Scaling".into(),
-            format!(
-                "{:.0} % of intended; e2e p99 ×{} from {} to {rate}/s",
-                keeps(r1),
-                growth(0).map_or("n/a".into(), |g| format!("{g:.1}")),
-                low.run.step.rate
-            ),
-            format!(
-                "{:.0} % of intended; e2e p99 ×{} from {} to {rate}/s",
-                keeps(r2),
-                growth(1).map_or("n/a".into(), |g| format!("{g:.1}")),
-                low.run.step.rate
-            ),
+            scaling(r1, growth(0)),
+            scaling(r2, growth(1)),
             "Achieved over intended says whether a system kept up at the highest load of the run; how much its p99 grew from the lowest load says how close it came to its limit. System 1 scales out by adding workers and API processes (the scaling scenario); System 2 by sharding servers across instances.".into(),
         ],
         vec![
@@ -504,7 +529,8 @@ pub fn markdown(data: &RunData, plots: &[(String, String, String)]) -> String {
     }
     let _ = writeln!(
         out,
-        "## The two systems compared\n\n{}",
+        "## The two systems compared\n\n{}\n\n{}",
+        reference_note(data),
         comparison_table(data).markdown()
     );
     let _ = writeln!(
@@ -550,7 +576,8 @@ pub fn html(data: &RunData, plots: &[(String, String, String)]) -> String {
     }
     let _ = writeln!(
         out,
-        "<h2>The two systems compared</h2>\n{}",
+        "<h2>The two systems compared</h2>\n<p>{}</p>\n{}",
+        escape(&reference_note(data)),
         comparison_table(data).html()
     );
     let _ = writeln!(
