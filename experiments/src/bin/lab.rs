@@ -1,6 +1,7 @@
 //! `lab`: the telemetry lab's front door. Run with `cargo lab --help`.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -30,6 +31,49 @@ enum Command {
     ///   cargo lab up --base-port 5000          # 5000-5003 for System 1, 5100 for System 2, 5080 for the page
     #[command(verbatim_doc_comment)]
     Up(UpArgs),
+    /// Run a scenario: each step a fresh `lab up`, then a report with tables and plots.
+    ///
+    /// SCENARIO is a built-in name (see `lab list`) or the path of your own TOML file (the format is
+    /// in docs/experiments.md). A mistake in the file is named (file, line, field) before anything
+    /// starts. The report goes to reports/<UTC time>-<scenario>/: report.html (self-contained),
+    /// report.md, SVG plots, figures.csv, each histogram as .hgrm, env.json, and the raw agents
+    /// reports. Ctrl-C stops the step running and writes a report marked partial.
+    ///
+    /// Examples:
+    ///   cargo lab run quick
+    ///   cargo lab run original-plan --out reports/mine
+    ///   cargo lab run quick --set duration=3s --set repeat=3
+    ///   cargo lab run my-scenario.toml
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// A built-in scenario (`lab list`) or a scenario file.
+        scenario: String,
+        /// The report folder [default: reports/<UTC time>-<scenario>].
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Override a setting for every step: duration, warmup, cooldown, agents, protocol, batch,
+        /// repeat (e.g. --set duration=5s --set protocol=http2).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// List the built-in scenarios, one line each.
+    List,
+    /// Render a report again from its raw data (run.json, env.json, steps/*.json).
+    Report {
+        /// The report folder.
+        dir: PathBuf,
+    },
+    /// Compare two reports: each figure side by side, the change, and whether it is beyond the
+    /// run-to-run noise (estimated from repeated steps; assumed, and said so, without repeats).
+    Compare {
+        /// The earlier (baseline) report folder.
+        a: PathBuf,
+        /// The later report folder.
+        b: PathBuf,
+        /// Compare even reports of different scenarios.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run one of the lab's programs (`lab up` starts its children this way). The program exits
     /// when its stdin closes, so that it never outlives the supervisor.
     #[command(hide = true)]
@@ -70,6 +114,53 @@ fn main() -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Run { scenario, out, sets } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let options = experiments::run::RunOptions { scenario, out, sets };
+            match runtime.block_on(experiments::run::run(options)) {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::List => {
+            for (name, text) in experiments::scenario::BUILT_IN {
+                let none = Default::default();
+                match experiments::scenario::parse(name, text, &none) {
+                    Ok(s) => println!(
+                        "{name:<14} {} (about {} min)",
+                        s.description,
+                        (s.planned().as_secs() + 5 * s.steps.len() as u64).div_ceil(60)
+                    ),
+                    Err(e) => println!("{name:<14} (broken: {e})"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { dir } => match experiments::report::render(&dir) {
+            Ok(_) => {
+                println!("{}", dir.join("report.html").display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Compare { a, b, force } => match experiments::compare::compare(&a, &b, force) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Command::Child { program, args } => {
             // The dashboard reads its stdin itself (the agents' figures, `--agents-stdin`) and
             // stops when it closes; the others only wait for it to close.

@@ -16,6 +16,11 @@ pub struct UpArgs {
     #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     pub run_for: Option<Duration>,
 
+    /// Send for this long before `--for` starts, without measuring it (connections and caches warm
+    /// up; `lab run`'s scenarios use it). The run lasts the warm-up plus `--for`.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
     /// Metrics per second sent to each system.
     #[arg(long, env = "LAB_RATE", default_value_t = 200.0, value_parser = positive_rate)]
     pub rate: f64,
@@ -31,6 +36,17 @@ pub struct UpArgs {
     /// Metrics per message (1: the original protocol, one metric per POST or frame).
     #[arg(long, env = "LAB_BATCH", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub batch: u64,
+
+    /// System 1's consumer-group workers (tasks of the one `system1 all` process, each its own
+    /// consumer of the stream): `lab run scaling` varies it.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub system1_workers: u64,
+
+    /// How the private Redis makes System 1's stream durable: its append-only file fsynced on
+    /// every write (`always`), once a second (`everysec`, Redis's default), or no AOF at all (`off`).
+    /// `lab run durability` varies it. Ignored with --redis-url.
+    #[arg(long, value_enum, default_value_t = RedisFsync::Everysec)]
+    pub redis_fsync: RedisFsync,
 
     /// Write the summary as JSON to this file: `{"system1": …, "system2": …}`, each that system's
     /// agents report (`null` for a system that did not run).
@@ -110,6 +126,17 @@ pub enum HttpProtocol {
     Http1,
     /// `POST /metrics` over cleartext HTTP/2 (to the HTTP/2 port).
     Http2,
+}
+
+/// The private Redis's durability: its AOF and when it is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisFsync {
+    /// AOF on, fsync after every write: nothing acknowledged is lost on a crash, at a cost per write.
+    Always,
+    /// AOF on, fsync once a second: a crash loses up to about a second of writes.
+    Everysec,
+    /// No AOF: a crash loses everything since the start.
+    Off,
 }
 
 /// What to do when a service dies.
@@ -213,6 +240,8 @@ impl UpArgs {
             self.batch.to_string(),
             "--duration".into(),
             duration,
+            "--warmup".into(),
+            format!("{}ms", self.warmup.as_millis()),
             // Waited for only while updates are still missing, so it costs nothing when none are;
             // generous, so that a machine busy with other work does not count late updates as lost.
             "--cooldown".into(),

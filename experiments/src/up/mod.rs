@@ -277,7 +277,7 @@ impl Lab {
                 };
                 let dir = self.temp.join("redis");
                 std::fs::create_dir_all(&dir)?;
-                let spec = redis::private(program, port, &dir)?;
+                let spec = redis::private_with_fsync(program, port, &dir, self.args.redis_fsync)?;
                 let probe = Probe::RedisPing(SocketAddr::from(([127, 0, 0, 1], port)));
                 self.start_service(spec, vec![probe]).await?;
                 Some(format!("redis://127.0.0.1:{port}"))
@@ -310,7 +310,7 @@ impl Lab {
                 "--ops-port",
                 &ports.ops.number.to_string(),
                 "--workers",
-                "2",
+                &self.args.system1_workers.to_string(),
             ]);
             let probes = vec![
                 Probe::Http(self.address(ports.http.number), "/healthz"),

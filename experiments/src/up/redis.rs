@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::child::Spec;
+use super::config::RedisFsync;
 
 /// What to say when no Redis can be had.
 pub const INSTALL_REDIS: &str = "System 1 needs Redis, and no redis-server is installed (none on PATH) \
@@ -28,6 +29,21 @@ fn is_executable(path: &Path) -> bool {
 /// A private redis-server on `port` of 127.0.0.1, its data in `dir`. It runs under `lab child
 /// guard`, which stops it if the supervisor is killed and cannot.
 pub fn private(program: PathBuf, port: u16, dir: &Path) -> anyhow::Result<Spec> {
+    private_with_fsync(program, port, dir, RedisFsync::Everysec)
+}
+
+/// [`private`], with the AOF set as `fsync` says (`lab up --redis-fsync`).
+pub fn private_with_fsync(
+    program: PathBuf,
+    port: u16,
+    dir: &Path,
+    fsync: RedisFsync,
+) -> anyhow::Result<Spec> {
+    let (appendonly, appendfsync) = match fsync {
+        RedisFsync::Always => ("yes", "always"),
+        RedisFsync::Everysec => ("yes", "everysec"),
+        RedisFsync::Off => ("no", "everysec"),
+    };
     let mut args: Vec<OsString> = vec![program.into_os_string()];
     args.extend(
         [
@@ -40,7 +56,9 @@ pub fn private(program: PathBuf, port: u16, dir: &Path) -> anyhow::Result<Spec> 
             "--save",
             "",
             "--appendonly",
-            "yes",
+            appendonly,
+            "--appendfsync",
+            appendfsync,
             "--protected-mode",
             "yes",
             "--daemonize",
@@ -50,4 +68,28 @@ pub fn private(program: PathBuf, port: u16, dir: &Path) -> anyhow::Result<Spec> 
         .map(OsString::from),
     );
     Spec::lab("redis", "guard", args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(fsync: RedisFsync) -> Vec<String> {
+        let spec = private_with_fsync("redis-server".into(), 7000, Path::new("/tmp"), fsync).unwrap();
+        spec.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn fsync_sets_the_aof_and_its_policy() {
+        let always = args(RedisFsync::Always).join(" ");
+        assert!(
+            always.contains("--appendonly yes --appendfsync always"),
+            "{always}"
+        );
+        let off = args(RedisFsync::Off).join(" ");
+        assert!(off.contains("--appendonly no"), "{off}");
+    }
 }
