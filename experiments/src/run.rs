@@ -204,7 +204,8 @@ enum StepOutcome {
     Interrupted,
 }
 
-/// Free ports for one `lab up`: System 1's four, System 2's.
+/// Free ports for one `lab up`: System 1's four, System 2's, the dashboard's (so that two runs, or a
+/// run beside a `lab up`, never meet on a default port).
 fn port_flags() -> anyhow::Result<Vec<String>> {
     let flags = [
         "--system1-http-port",
@@ -212,8 +213,9 @@ fn port_flags() -> anyhow::Result<Vec<String>> {
         "--system1-ws-port",
         "--system1-ops-port",
         "--system2-port",
+        "--dashboard-port",
     ];
-    // All bound at once, so that the five differ; released just before `lab up` binds them.
+    // All bound at once, so that they differ; released just before `lab up` binds them.
     let listeners: Vec<std::net::TcpListener> = flags
         .iter()
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
