@@ -392,14 +392,23 @@ impl Connection {
             return Ok(());
         };
         // Drops first: the dashboard hears of them in order with what it does get.
-        if let Some(dropped) = outbox.take_dropped() {
-            let gap = ServerFrame::Gap(lab_core::wire::gap::Gap::dropped("metric.update", dropped));
-            self.hub.stats.gaps_sent.inc();
-            self.feed(socket, gap.to_json()).await?;
-        }
+        let told_gap = match outbox.take_dropped() {
+            Some(dropped) => {
+                let gap = ServerFrame::Gap(lab_core::wire::gap::Gap::dropped("metric.update", dropped));
+                self.hub.stats.gaps_sent.inc();
+                self.feed(socket, gap.to_json()).await?;
+                true
+            }
+            None => false,
+        };
         let updates = outbox.take(UPDATES_PER_WAKE);
         if updates.is_empty() {
-            return self.flush(socket).await;
+            // Nothing fed, nothing to flush: a wake-up with nothing to send costs no write.
+            return if told_gap {
+                self.flush(socket).await
+            } else {
+                Ok(())
+            };
         }
         self.hub.stats.updates_sent.inc_by(updates.len() as u64);
         if outbox.preferences.batch {
