@@ -162,7 +162,7 @@ fn plan(scenario: &Scenario, dir: &Path) -> anyhow::Result<Vec<StepRun>> {
             };
             let stem = run.stem();
             run.file = format!("steps/{stem}.json");
-            let command = vec![
+            let mut command = vec![
                 exe.display().to_string(),
                 "up".into(),
                 "--for".into(),
@@ -186,6 +186,12 @@ fn plan(scenario: &Scenario, dir: &Path) -> anyhow::Result<Vec<StepRun>> {
                 "--logs".into(),
                 dir.join("logs").join(&stem).display().to_string(),
             ];
+            if step.system1_processes {
+                command.push("--system1-processes".into());
+            }
+            for fault in &step.faults {
+                command.push(format!("--fault={fault}"));
+            }
             // Free ports are added when the step starts (see `run_step`); the record keeps them.
             run.command = command;
             runs.push(run);

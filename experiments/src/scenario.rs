@@ -25,6 +25,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("connections", include_str!("../scenarios/connections.toml")),
     ("scaling", include_str!("../scenarios/scaling.toml")),
     ("durability", include_str!("../scenarios/durability.toml")),
+    ("faults", include_str!("../scenarios/faults.toml")),
 ];
 
 /// How the agents reach System 1 (System 2 is always WebSocket).
@@ -100,6 +101,11 @@ pub struct Settings {
     pub workers: Option<u64>,
     /// The private Redis's AOF: `always`, `everysec` or `off`.
     pub redis_fsync: Option<Fsync>,
+    /// System 1's roles as separate processes (`lab up --system1-processes`).
+    pub system1_processes: Option<bool>,
+    /// Faults to inject, each `KIND@AT[:DOWN]` as `lab up --fault` takes it: one string or a list.
+    #[serde(default, deserialize_with = "faults")]
+    pub faults: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -115,6 +121,8 @@ impl Settings {
             repeat: over.repeat.or(self.repeat),
             workers: over.workers.or(self.workers),
             redis_fsync: over.redis_fsync.or(self.redis_fsync),
+            system1_processes: over.system1_processes.or(self.system1_processes),
+            faults: over.faults.clone().or_else(|| self.faults.clone()),
         }
     }
 }
@@ -144,6 +152,9 @@ struct StepFile {
     #[serde(default, deserialize_with = "workers")]
     workers: Option<u64>,
     redis_fsync: Option<Fsync>,
+    system1_processes: Option<bool>,
+    #[serde(default, deserialize_with = "faults")]
+    faults: Option<Vec<String>>,
 }
 
 impl StepFile {
@@ -158,6 +169,8 @@ impl StepFile {
             repeat: self.repeat,
             workers: self.workers,
             redis_fsync: self.redis_fsync,
+            system1_processes: self.system1_processes,
+            faults: self.faults.clone(),
         }
     }
 }
@@ -204,6 +217,12 @@ pub struct Step {
     /// The private Redis's AOF.
     #[serde(default)]
     pub redis_fsync: Fsync,
+    /// System 1's roles as separate processes.
+    #[serde(default)]
+    pub system1_processes: bool,
+    /// Faults injected during the step (`lab up --fault`).
+    #[serde(default)]
+    pub faults: Vec<String>,
 }
 
 fn two() -> u64 {
@@ -261,6 +280,8 @@ pub fn builtin_defaults() -> Settings {
         repeat: Some(1),
         workers: Some(2),
         redis_fsync: Some(Fsync::Everysec),
+        system1_processes: Some(false),
+        faults: Some(Vec::new()),
     }
 }
 
@@ -379,6 +400,8 @@ pub fn parse(file: &str, text: &str, sets: &Settings) -> Result<Scenario, Scenar
             repeat: s.repeat.expect("built-in default"),
             workers: s.workers.expect("built-in default"),
             redis_fsync: s.redis_fsync.expect("built-in default"),
+            system1_processes: s.system1_processes.expect("built-in default"),
+            faults: s.faults.expect("built-in default"),
         });
     }
     Ok(Scenario {
@@ -475,6 +498,26 @@ fn repeat<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 
 fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     bounded(d, 1, 64, "workers")
+}
+
+/// One fault or a list of them, each checked as `lab up --fault` would check it.
+fn faults<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    let faults = match OneOrMany::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("a fault (\"kill-worker@8s\") or a list of them"))?
+    {
+        OneOrMany::One(f) => vec![f],
+        OneOrMany::Many(fs) => fs,
+    };
+    for fault in &faults {
+        crate::up::fault::parse_fault(fault).map_err(serde::de::Error::custom)?;
+    }
+    Ok(Some(faults))
 }
 
 fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

@@ -173,3 +173,105 @@ fn ctrl_c_stops_every_process_and_writes_a_partial_report() {
     assert_eq!(step["system2"]["partial"], true, "{step}");
     assert!(step["system2"]["sent"].as_u64().unwrap() > 0);
 }
+
+/// A scenario of one short step that kills a System 1 worker, then Redis (AOF always), then System
+/// 2, all in one run: the report counts each system's loss by seq, says why, and plots the step's
+/// timeline with the faults marked.
+#[test]
+fn a_fault_step_reports_loss_recovery_and_a_timeline_through_the_faults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let temp = tmp.path().join("temp");
+    std::fs::create_dir(&temp).unwrap();
+    let out = tmp.path().join("report");
+    let scenario = tmp.path().join("f.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "f"
+description = "faults, short"
+[[step]]
+label = "three faults"
+rate = 200
+duration = "9s"
+warmup = "0s"
+cooldown = "0s"
+redis_fsync = "always"
+faults = ["kill-worker@2s", "restart-redis@3500ms:1s", "restart-system2@5s:1s"]
+"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .env("TMPDIR", &temp)
+        .env_remove("REDIS_URL")
+        .env_remove("LAB_BASE_PORT")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert_nothing_left(&temp);
+
+    // The raw data: what the supervisor did, and both timelines.
+    let step: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("steps/01-three-faults.json")).unwrap())
+            .unwrap();
+    let faults = step["faults"].as_array().unwrap();
+    let kinds: Vec<&str> = faults.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["kill-worker", "restart-redis", "restart-system2"],
+        "{step:#}"
+    );
+    assert!(
+        faults[0]["what"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("kill -9 system1-worker-1"),
+        "{step:#}"
+    );
+    assert!(
+        faults[0]["back_s"].is_null(),
+        "a killed worker stays dead: {step:#}"
+    );
+    for f in &faults[1..] {
+        let (at, back) = (f["at_s"].as_f64().unwrap(), f["back_s"].as_f64().unwrap());
+        assert!(back >= at + 1.0, "back {back} s, at {at} s: {step:#}");
+    }
+    for key in ["system1", "system2"] {
+        let live = step["live"][key].as_array().unwrap();
+        assert!(live.len() >= 8, "{key}: {} seconds of timeline", live.len());
+    }
+    // System 1 acknowledged only what Redis had appended (AOF always) and lost none of it, through
+    // a dead worker (another claimed its entries) and a Redis restart.
+    assert_eq!(step["system1"]["lost"], 0, "{:#}", step["system1"]);
+    assert_eq!(step["system1"]["duplicates"], 0, "{:#}", step["system1"]);
+
+    // The report: the faults table with a row per fault and system, why, and the timeline plot.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Faults"), "{md}");
+    for fault in ["kill-worker@2s", "restart-redis@3.5s:1s", "restart-system2@5s:1s"] {
+        assert_eq!(md.matches(&format!("| {fault} |")).count(), 2, "{fault}: {md}");
+    }
+    assert!(
+        md.contains("System 1 lost nothing: the dead worker's unacknowledged entries"),
+        "{md}"
+    );
+    assert!(md.contains("System 1 lost nothing it had acknowledged"), "{md}");
+    let svg = std::fs::read_to_string(out.join("timeline-01-three-faults.svg")).unwrap();
+    assert_eq!(
+        svg.matches(r#"class="marker""#).count(),
+        5,
+        "3 faults, 2 of them back: {svg}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<h2>Faults</h2>") && html.contains("Through the fault"),
+        "{html}"
+    );
+}

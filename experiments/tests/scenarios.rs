@@ -204,11 +204,56 @@ fn workers_and_redis_fsync_are_settings_of_system1() {
     let (file, text) = find("durability").unwrap();
     let s = parse(&file, &text, &none()).unwrap();
     let fsyncs: Vec<Fsync> = s.steps.iter().map(|s| s.redis_fsync).collect();
-    assert_eq!(fsyncs, [Fsync::Always, Fsync::Everysec, Fsync::Off]);
+    assert_eq!(
+        fsyncs,
+        [
+            Fsync::Always,
+            Fsync::Everysec,
+            Fsync::Off,
+            Fsync::Always,
+            Fsync::Everysec,
+            Fsync::Off
+        ]
+    );
+    let killed: Vec<&[String]> = s.steps.iter().map(|s| s.faults.as_slice()).collect();
+    assert!(killed[..3].iter().all(|f| f.is_empty()), "{killed:?}");
+    assert!(
+        killed[3..].iter().all(|f| f == &["restart-redis@10s:2s"]),
+        "{killed:?}"
+    );
     let (file, text) = find("scaling").unwrap();
     let s = parse(&file, &text, &none()).unwrap();
     let workers: Vec<u64> = s.steps.iter().map(|s| s.workers).collect();
     assert_eq!(workers, [1, 2, 4]);
     let e = parse_sets(&["redis_fsync=sometimes".into()]).unwrap_err();
     assert_eq!(e.field.as_deref(), Some("redis_fsync"), "{e}");
+}
+
+#[test]
+fn faults_are_one_or_a_list_each_checked_where_it_is_written() {
+    let (file, text) = find("faults").unwrap();
+    let s = parse(&file, &text, &none()).unwrap();
+    assert!(s.steps.iter().all(|s| s.system1_processes && s.faults.len() == 1));
+    let text = "name = \"f\"\ndescription = \"d\"\n[[step]]\nrate = 10\nfaults = [\"kill-worker@2s\", \"restart-system2@3s:1s\"]\n";
+    let s = parse("f.toml", text, &none()).unwrap();
+    assert_eq!(s.steps[0].faults, ["kill-worker@2s", "restart-system2@3s:1s"]);
+    // A fault that is not one: the file, its line, the field, and the kinds there are.
+    let text = "name = \"f\"\ndescription = \"d\"\n[[step]]\nrate = 10\nfaults = [\"kill-worker@2s\", \"reboot@3s\"]\n";
+    let e = parse("f.toml", text, &none()).unwrap_err();
+    assert_eq!(e.at.map(|a| a.0), Some(5), "{e}");
+    assert_eq!(e.field.as_deref(), Some("faults"), "{e}");
+    assert!(e.message.contains("restart-redis"), "{e}");
+    let e = parse(
+        "f.toml",
+        &text.replace("[\"kill-worker@2s\", \"reboot@3s\"]", "3"),
+        &none(),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("a fault"), "{e}");
+    // And through --set, one fault for every step.
+    let sets = parse_sets(&["faults=restart-redis@4s".into()]).unwrap();
+    assert_eq!(
+        sets.faults.as_deref(),
+        Some(&["restart-redis@4s".to_string()][..])
+    );
 }

@@ -15,17 +15,19 @@
 //! | `latency.svg`, `throughput.svg`, `spectrum-NN.svg` | the plots |
 //! | `report.md`, `report.html` | the report |
 
+pub mod faults;
 pub mod hgrm;
 pub mod svg;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
 
-use agents::report::{Report, decode};
+use agents::report::{LiveSecond, Report, decode};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Scenario, Step};
+use crate::up::fault::FaultEvent;
 
 use self::svg::{Axis, COLOURS, Chart, Series};
 
@@ -97,6 +99,11 @@ pub struct StepData {
     pub run: StepRun,
     /// System 1's and System 2's reports.
     pub reports: [Option<Report>; 2],
+    /// Each system's agents' per-second timeline, with each second's own latencies (empty for a
+    /// report made before `lab up` recorded it).
+    pub live: [Vec<LiveSecond>; 2],
+    /// What the step's faults did.
+    pub faults: Vec<FaultEvent>,
 }
 
 /// Everything a report is made of.
@@ -130,6 +137,8 @@ impl RunData {
         let mut steps = Vec::new();
         for run in &record.steps {
             let mut reports = [None, None];
+            let mut live = [Vec::new(), Vec::new()];
+            let mut faults = Vec::new();
             if let Ok(text) = std::fs::read_to_string(dir.join(&run.file)) {
                 let json: serde_json::Value =
                     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", run.file))?;
@@ -140,11 +149,18 @@ impl RunData {
                                 .with_context(|| format!("{}: {key} is not a report", run.file))?,
                         );
                     }
+                    if !json["live"][key].is_null() {
+                        live[i] = serde_json::from_value(json["live"][key].clone())
+                            .with_context(|| format!("{}: live.{key} is not a timeline", run.file))?;
+                    }
                 }
+                faults = faults::events(&json);
             }
             steps.push(StepData {
                 run: run.clone(),
                 reports,
+                live,
+                faults,
             });
         }
         Ok(RunData { record, env, steps })
@@ -286,6 +302,7 @@ pub fn plots(data: &RunData) -> anyhow::Result<Vec<(String, String, String)>> {
                 ticks: Vec::new(),
             },
             series: latency,
+            markers: Vec::new(),
         }
         .render(),
     ));
@@ -301,6 +318,7 @@ pub fn plots(data: &RunData) -> anyhow::Result<Vec<(String, String, String)>> {
                 ticks: Vec::new(),
             },
             series: throughput,
+            markers: Vec::new(),
         }
         .render(),
     ));
@@ -347,10 +365,12 @@ pub fn plots(data: &RunData) -> anyhow::Result<Vec<(String, String, String)>> {
                     ticks: Vec::new(),
                 },
                 series,
+                markers: Vec::new(),
             }
             .render(),
         ));
     }
+    out.extend(faults::plots(data));
     Ok(out)
 }
 

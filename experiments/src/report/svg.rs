@@ -43,6 +43,8 @@ pub struct Chart {
     pub y: Axis,
     /// The lines.
     pub series: Vec<Series>,
+    /// Vertical lines across the plot at these x values, labelled at the top (a fault's moment).
+    pub markers: Vec<(f64, String)>,
 }
 
 const WIDTH: f64 = 720.0;
@@ -148,7 +150,8 @@ impl Chart {
     /// The chart as a standalone SVG document.
     pub fn render(&self) -> String {
         let points = || self.series.iter().flat_map(|s| s.points.iter());
-        let x = Scale::new(points().map(|p| p.0), &self.x, LEFT, WIDTH - RIGHT);
+        let xs = points().map(|p| p.0).chain(self.markers.iter().map(|m| m.0));
+        let x = Scale::new(xs, &self.x, LEFT, WIDTH - RIGHT);
         let y = Scale::new(points().map(|p| p.1), &self.y, HEIGHT - BOTTOM, TOP);
         let mut out = String::new();
         let _ = writeln!(
@@ -215,6 +218,17 @@ impl Chart {
             (TOP + HEIGHT - BOTTOM) / 2.0,
             escape(&self.y.label)
         );
+        for (i, (v, label)) in self.markers.iter().enumerate() {
+            let px = x.at(*v);
+            let _ = writeln!(
+                out,
+                r##"<line class="marker" x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#c00" stroke-dasharray="3 3"/><text x="{:.1}" y="{:.1}" fill="#c00" font-size="11">{}</text>"##,
+                HEIGHT - BOTTOM,
+                px + 3.0,
+                TOP + 12.0 + 13.0 * i as f64,
+                escape(label)
+            );
+        }
         // Lines, and the legend.
         for (i, s) in self.series.iter().enumerate() {
             let dash = if s.dashed {

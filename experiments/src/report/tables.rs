@@ -518,6 +518,9 @@ fn partial_note(data: &RunData) -> Option<String> {
     })
 }
 
+/// What the faults table's columns mean.
+const FAULTS_NOTE: &str = "Each fault was injected by the supervisor at the time shown (seconds since sending began) and the part was back (ready again) at the second time. lost: acknowledged but never delivered to the dashboard, counted by seq; errors: sends that failed or were refused, which the agents were told about (not lost). Recovered after: from the second the fault fell in to the end of the last bad second after it, with at least three good seconds after that; a good second delivered at least 90 % of what was due with an end-to-end p99 not clearly worse than before the fault (at most the worst second before it, four times their median, or their median plus 20 ms); the timeline plots show it.";
+
 /// `report.md`.
 pub fn markdown(data: &RunData, plots: &[(String, String, String)]) -> String {
     let mut out = format!("# Telemetry lab report: {}\n\n", data.record.scenario.name);
@@ -538,6 +541,17 @@ pub fn markdown(data: &RunData, plots: &[(String, String, String)]) -> String {
         "## Every step\n\nLatencies in ms. lost: never reached the dashboard; coalesced: reached it only inside a later combined update (not lost).\n\n{}",
         figures_table(data).markdown()
     );
+    if !super::faults::steps(data).is_empty() {
+        let _ = writeln!(
+            out,
+            "## Faults\n\n{FAULTS_NOTE}\n\n{}",
+            super::faults::table(data).markdown()
+        );
+        for line in super::faults::explanations(data) {
+            let _ = writeln!(out, "- {line}");
+        }
+        out.push('\n');
+    }
     let _ = writeln!(out, "## Plots\n");
     for (name, caption, _) in plots {
         let _ = writeln!(out, "![{caption}]({name})\n\n{caption}\n");
@@ -585,6 +599,18 @@ pub fn html(data: &RunData, plots: &[(String, String, String)]) -> String {
         "<h2>Every step</h2>\n<p>Latencies in ms. lost: never reached the dashboard; coalesced: reached it only inside a later combined update (not lost).</p>\n{}",
         figures_table(data).html()
     );
+    if !super::faults::steps(data).is_empty() {
+        let _ = writeln!(
+            out,
+            "<h2>Faults</h2>\n<p>{}</p>\n{}<ul>",
+            escape(FAULTS_NOTE),
+            super::faults::table(data).html()
+        );
+        for line in super::faults::explanations(data) {
+            let _ = writeln!(out, "<li>{}</li>", escape(&line));
+        }
+        out.push_str("</ul>\n");
+    }
     let _ = writeln!(out, "<h2>Plots</h2>");
     for (_, caption, svg) in plots {
         let _ = writeln!(

@@ -10,6 +10,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use agents::report::LiveSecond;
@@ -19,6 +20,9 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::watch;
+
+/// The most live seconds a [`Child`] keeps (a day's worth); later ones are shown live but not kept.
+pub const MAX_HISTORY: usize = 86_400;
 
 /// How long a child has to exit after SIGTERM before it is SIGKILLed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -67,6 +71,15 @@ pub struct Child {
     pub log: PathBuf,
     /// The latest `--live-json` line, for agents.
     pub live: Option<watch::Receiver<Option<LiveSecond>>>,
+    /// Every `--live-json` line so far (the first [`MAX_HISTORY`]), for agents: the run's
+    /// timeline with each second's own latencies, which `lab up --json` records so that a report
+    /// can plot latency over time (through a fault, say).
+    pub history: Arc<Mutex<Vec<LiveSecond>>>,
+    /// When the agents began sending, as their first `--live-json` line tells: second `t` is
+    /// printed as it ends, `t + 1` seconds after the start. The clock of `--fault`, so that a fault
+    /// falls where the agents' timeline says it does (the process starts, connects and subscribes
+    /// first, which takes a second or two).
+    pub sending_since: Arc<OnceLock<Instant>>,
     /// Set once it has exited.
     pub status: Option<ExitStatus>,
 }
@@ -99,10 +112,16 @@ impl Child {
             .spawn()
             .with_context(|| format!("cannot start {} ({})", spec.name, spec.program.display()))?;
         let pid = process.id().context("a child that just started has no pid")?;
+        let history = Arc::new(Mutex::new(Vec::new()));
+        let sending_since = Arc::new(OnceLock::new());
         let live = match process.stdout.take() {
             Some(stdout) => {
                 let (tx, rx) = watch::channel(None);
-                tokio::spawn(read_live(stdout, tx, log.clone()));
+                let kept = Kept {
+                    history: history.clone(),
+                    sending_since: sending_since.clone(),
+                };
+                tokio::spawn(read_live(stdout, tx, kept, log.clone()));
                 Some(rx)
             }
             None => None,
@@ -115,6 +134,8 @@ impl Child {
             stdin,
             log,
             live,
+            history,
+            sending_since,
             status: None,
         })
     }
@@ -140,6 +161,19 @@ impl Child {
             // Only if the process could not be waited for at all, which a child of ours can be.
             Err(_) => std::os::unix::process::ExitStatusExt::from_raw(0),
         }
+    }
+
+    /// `kill -9` of its whole process group: the crash of a fault, with no chance to flush or say
+    /// goodbye. The group, because a guarded program (Redis under `lab child guard`) is the child's
+    /// own child and would otherwise outlive it. Waits until the child has exited.
+    pub async fn crash(&mut self) -> ExitStatus {
+        if self.exited().is_none() {
+            let group = Pid::from_raw(self.pid as i32);
+            if nix::sys::signal::killpg(group, Signal::SIGKILL).is_err() {
+                let _ = self.process.start_kill();
+            }
+        }
+        self.wait().await
     }
 
     /// Stops it: SIGTERM, then SIGKILL after `grace`. Says what happened, in words.
@@ -218,12 +252,32 @@ pub fn describe(status: ExitStatus) -> String {
 
 /// Reads an agents process's stdout: `--live-json` lines go to `tx`, everything else (its summary)
 /// to its log.
-async fn read_live(stdout: tokio::process::ChildStdout, tx: watch::Sender<Option<LiveSecond>>, log: PathBuf) {
+/// What [`read_live`] keeps beside the latest second: see [`Child::history`] and
+/// [`Child::sending_since`].
+struct Kept {
+    history: Arc<Mutex<Vec<LiveSecond>>>,
+    sending_since: Arc<OnceLock<Instant>>,
+}
+
+async fn read_live(
+    stdout: tokio::process::ChildStdout,
+    tx: watch::Sender<Option<LiveSecond>>,
+    kept: Kept,
+    log: PathBuf,
+) {
     let mut lines = BufReader::new(stdout).lines();
     let mut file = tokio::fs::OpenOptions::new().append(true).open(&log).await.ok();
     while let Ok(Some(line)) = lines.next_line().await {
         match serde_json::from_str::<LiveSecond>(&line) {
             Ok(second) => {
+                let _ = kept
+                    .sending_since
+                    .set(Instant::now() - Duration::from_secs(second.second.t + 1));
+                if let Ok(mut history) = kept.history.lock()
+                    && history.len() < MAX_HISTORY
+                {
+                    history.push(second.clone());
+                }
                 tx.send_replace(Some(second));
             }
             Err(_) => {

@@ -42,6 +42,28 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub system1_workers: u64,
 
+    /// Run System 1's roles as separate processes, as a deployment would: `system1 api`,
+    /// `system1 broadcaster`, and one `system1 worker` process per `--system1-workers`, each its own
+    /// consumer in the group. Without it, one `system1 all` process runs them all. A
+    /// `kill-worker` fault turns it on, so that one worker can die alone.
+    #[arg(long)]
+    pub system1_processes: bool,
+
+    /// Inject a fault during the run: KIND@AT or KIND@AT:DOWN, AT and DOWN durations counted from
+    /// the start of sending (warm-up included). Kinds: kill-worker (kill -9 one System 1 worker;
+    /// restarted after DOWN if given), restart-redis (kill -9 the private Redis, start it again
+    /// on the same files after DOWN, default 2s), restart-system2 (the same for System 2),
+    /// stall-dashboard (a dashboard on each system that stops reading, for DOWN or to the end).
+    /// Repeat the flag for several. What happened goes in --json under "faults".
+    #[arg(long = "fault", value_name = "KIND@AT[:DOWN]", value_parser = super::fault::parse_fault)]
+    pub faults: Vec<super::fault::Fault>,
+
+    /// How long a System 1 entry stays pending with a consumer before another worker claims it
+    /// (`system1 worker --claim-idle-ms`): after a worker dies, its unacknowledged entries wait
+    /// this long. The lab uses 5 s, not System 1's 30 s, so that a fault's recovery fits in a run.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub system1_claim_idle: Duration,
+
     /// How the private Redis makes System 1's stream durable: its append-only file fsynced on
     /// every write (`always`), once a second (`everysec`, Redis's default), or no AOF at all (`off`).
     /// `lab run durability` varies it. Ignored with --redis-url.

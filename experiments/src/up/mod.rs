@@ -14,6 +14,7 @@
 
 pub mod child;
 pub mod config;
+pub mod fault;
 pub mod ready;
 pub mod redis;
 pub mod view;
@@ -28,6 +29,7 @@ use anyhow::Context;
 
 use self::child::{Child, STOP_GRACE, Spec, describe};
 use self::config::{HttpProtocol, OnExit, Port, Ports, UpArgs};
+use self::fault::{Fault, FaultEvent, FaultKind, StalledDashboard};
 use self::ready::{Probe, wait_ready};
 use self::view::{Column, Screen};
 
@@ -50,6 +52,9 @@ struct Service {
     child: Child,
     probes: Vec<Probe>,
     restarts: u32,
+    /// Set while a fault holds it down: when to start it again (`None`: never), and the index of
+    /// its event in [`Lab::events`]. Its exit is then the fault's doing, not a failure.
+    down: Option<(Option<Instant>, usize)>,
 }
 
 /// The supervisor's state: its children and its screen.
@@ -67,14 +72,25 @@ struct Lab {
     without_system1: Option<String>,
     /// The second (`t`) of each system's agents last passed to the dashboard.
     forwarded: [Option<u64>; 2],
+    /// When the agents started sending (their own timeline's zero, see
+    /// [`Child::sending_since`]): the clock of `--fault`.
+    sending_started: Option<Instant>,
+    /// `--fault`s not injected yet, soonest last.
+    faults: Vec<Fault>,
+    /// What the injected faults did, for `--json`.
+    events: Vec<FaultEvent>,
+    /// Stalled dashboards: their event, the connection, and when to let go of it (`None`: at the end).
+    stalled: Vec<(usize, StalledDashboard, Option<Instant>)>,
 }
 
 /// Runs `lab up` to its end. The result is the process's exit code.
 pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
+    let mut args = args;
     let ports = args.ports();
-    // 1. Redis, and the ports: nothing is started yet.
+    // 1. Redis, the ports and the faults: nothing is started yet.
     let redis = choose_redis(&args);
     check_ports(&args, &ports, redis.as_ref().ok())?;
+    check_faults(&mut args, redis.as_ref().ok())?;
     if let Some(path) = &args.json {
         // Found out now, not after a long run.
         let parent = path
@@ -108,6 +124,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
         agents: [None, None],
         without_system1: None,
         forwarded: [None, None],
+        sending_started: None,
+        faults: {
+            let mut faults = args.faults.clone();
+            faults.sort_by_key(|f| std::cmp::Reverse(f.at));
+            faults
+        },
+        events: Vec::new(),
+        stalled: Vec::new(),
     };
     lab.screen.say(&format!(
         "telemetry lab: starting; the dashboard will be at {} (logs in {})",
@@ -130,6 +154,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
             .say("\nInterrupted: stopping (the summary covers the time run)."),
         Ending::Failed(why) => lab.screen.say(&format!("\n{why}\nStopping everything.")),
     }
+    lab.let_go_of_stalled(None).await;
     lab.stop_all().await;
     let reports = lab.reports();
     let system1 = match (&reports[0], &lab.without_system1) {
@@ -151,7 +176,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
         ));
     }
     if let Some(path) = &args.json {
-        let json = serde_json::json!({ "system1": reports[0], "system2": reports[1] });
+        let timeline = |i: usize| {
+            lab.agents[i]
+                .as_ref()
+                .map(|a| a.history.lock().map(|h| h.clone()).unwrap_or_default())
+        };
+        let json = serde_json::json!({
+            "system1": reports[0],
+            "system2": reports[1],
+            "live": { "system1": timeline(0), "system2": timeline(1) },
+            "faults": lab.events,
+        });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         lab.screen.say(&format!("Wrote {}", path.display()));
@@ -185,6 +220,29 @@ fn choose_redis(args: &UpArgs) -> Result<Redis, String> {
         Some(program) => Ok(Redis::Private(program)),
         None => Err(redis::INSTALL_REDIS.to_string()),
     }
+}
+
+/// Fails, before anything starts, if a `--fault` cannot be injected in this lab; a `kill-worker`
+/// turns on `--system1-processes`, so that one worker can die alone.
+fn check_faults(args: &mut UpArgs, redis: Option<&Redis>) -> anyhow::Result<()> {
+    for fault in &args.faults {
+        match fault.kind {
+            FaultKind::RestartRedis => anyhow::ensure!(
+                matches!(redis, Some(Redis::Private(_))),
+                "--fault {fault}: only the lab's private Redis can be killed and started again \
+                 (leave out --redis-url / REDIS_URL); nothing was started"
+            ),
+            FaultKind::KillWorker => {
+                anyhow::ensure!(
+                    redis.is_some(),
+                    "--fault {fault}: System 1 cannot run (no Redis), so it has no worker to kill; nothing was started"
+                );
+                args.system1_processes = true;
+            }
+            FaultKind::RestartSystem2 | FaultKind::StallDashboard => {}
+        }
+    }
+    Ok(())
 }
 
 /// Fails, naming the port and the flag that moves it, if a port the lab needs is taken.
@@ -289,37 +347,7 @@ impl Lab {
             }
         };
         if let Some(url) = &redis_url {
-            let args = strings(&[
-                "--redis-url",
-                url,
-                "--log-format",
-                "json",
-                "all",
-                "--host",
-                &host,
-                "--http-port",
-                &ports.http.number.to_string(),
-                "--http2-port",
-                &ports.http2.number.to_string(),
-                "--ws-host",
-                &host,
-                "--ws-port",
-                &ports.ws.number.to_string(),
-                "--ops-host",
-                &host,
-                "--ops-port",
-                &ports.ops.number.to_string(),
-                "--workers",
-                &self.args.system1_workers.to_string(),
-            ]);
-            let probes = vec![
-                Probe::Http(self.address(ports.http.number), "/healthz"),
-                Probe::Http(self.address(ports.http2.number), "/healthz"),
-                Probe::Http(self.address(ports.ws.number), "/api/health"),
-                Probe::Http(self.address(ports.ops.number), "/healthz"),
-            ];
-            self.start_service(Spec::lab("system1", "system1", args)?, probes)
-                .await?;
+            self.start_system1(url).await?;
         }
         let args = strings(&[
             "--log-format",
@@ -414,6 +442,92 @@ impl Lab {
         Ok(())
     }
 
+    /// System 1: one `system1 all` process, or (`--system1-processes`) the API, the broadcaster
+    /// and each worker as its own process, in that order.
+    async fn start_system1(&mut self, url: &str) -> anyhow::Result<()> {
+        let host = self.args.host.to_string();
+        let ports = self.ports;
+        let common = ["--redis-url", url, "--log-format", "json"];
+        let api = [
+            "--host",
+            &host,
+            "--http-port",
+            &ports.http.number.to_string(),
+            "--http2-port",
+            &ports.http2.number.to_string(),
+        ]
+        .map(str::to_string);
+        let broadcaster = ["--ws-host", &host, "--ws-port", &ports.ws.number.to_string()].map(str::to_string);
+        let claim_idle = self.args.system1_claim_idle.as_millis().to_string();
+        let worker = |ops_port: u16, workers: u64| {
+            [
+                "--ops-host",
+                &host,
+                "--ops-port",
+                &ops_port.to_string(),
+                "--workers",
+                &workers.to_string(),
+                "--claim-idle-ms",
+                &claim_idle,
+            ]
+            .map(str::to_string)
+        };
+        let api_probes = || {
+            vec![
+                Probe::Http(self.address(ports.http.number), "/healthz"),
+                Probe::Http(self.address(ports.http2.number), "/healthz"),
+            ]
+        };
+        let args = |role: &str, flags: &[String]| {
+            let mut args = strings(&common);
+            args.push(role.into());
+            args.extend(flags.iter().map(OsString::from));
+            args
+        };
+        if !self.args.system1_processes {
+            let mut flags = api.to_vec();
+            flags.extend(broadcaster);
+            flags.extend(worker(ports.ops.number, self.args.system1_workers));
+            let mut probes = api_probes();
+            probes.push(Probe::Http(self.address(ports.ws.number), "/api/health"));
+            probes.push(Probe::Http(self.address(ports.ops.number), "/healthz"));
+            return self
+                .start_service(Spec::lab("system1", "system1", args("all", &flags))?, probes)
+                .await;
+        }
+        let probes = api_probes();
+        self.start_service(Spec::lab("system1-api", "system1", args("api", &api))?, probes)
+            .await?;
+        let probes = vec![Probe::Http(self.address(ports.ws.number), "/api/health")];
+        self.start_service(
+            Spec::lab(
+                "system1-broadcaster",
+                "system1",
+                args("broadcaster", &broadcaster),
+            )?,
+            probes,
+        )
+        .await?;
+        for n in 1..=self.args.system1_workers {
+            // The first worker has the ops port `lab up` names; the others take free ones.
+            let port = if n == 1 {
+                ports.ops.number
+            } else {
+                lab_free_port()?
+            };
+            let mut flags = worker(port, 1).to_vec();
+            // A name of its own, so that a worker started again after a fault is the same consumer.
+            flags.extend(["--consumer-name".to_string(), format!("lab-worker-{n}")]);
+            let probes = vec![Probe::Http(self.address(port), "/healthz")];
+            self.start_service(
+                Spec::lab(&format!("system1-worker-{n}"), "system1", args("worker", &flags))?,
+                probes,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn start_service(&mut self, spec: Spec, probes: Vec<Probe>) -> anyhow::Result<()> {
         let child = Child::spawn(spec, &self.logs)?;
         self.screen.say(&format!(
@@ -426,6 +540,7 @@ impl Lab {
             child,
             probes,
             restarts: 0,
+            down: None,
         });
         let service = self.services.last_mut().expect("just pushed");
         for probe in &service.probes {
@@ -459,6 +574,9 @@ impl Lab {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
+            if let Some(ending) = self.inject_faults().await {
+                return ending;
+            }
             if let Some(ending) = self.look_after_services().await {
                 return ending;
             }
@@ -550,9 +668,146 @@ impl Lab {
         [column(0), column(1)]
     }
 
-    /// A service that died: restart it (`--on-child-exit restart`) or end the run.
+    /// Injects the `--fault`s that are due, starts again what a fault's down time was over for,
+    /// and lets go of stalled dashboards whose time is up. A service that cannot start again ends
+    /// the run, as any dead service does.
+    async fn inject_faults(&mut self) -> Option<Ending> {
+        if self.sending_started.is_none() {
+            // The earlier of the two agents' starts, once one has said.
+            self.sending_started = self
+                .agents
+                .iter()
+                .flatten()
+                .filter_map(|a| a.sending_since.get().copied())
+                .min();
+        }
+        let started = self.sending_started?;
+        let since = |started: Instant| started.elapsed().as_secs_f64();
+        while self.faults.last().is_some_and(|f| started.elapsed() >= f.at) {
+            let fault = self.faults.pop().expect("just seen");
+            let index = self.events.len();
+            let until = fault.down.map(|d| Instant::now() + d);
+            let mut what = Vec::new();
+            if fault.kind == FaultKind::StallDashboard {
+                for (system, url) in self.dashboard_urls() {
+                    match StalledDashboard::open(system, &url).await {
+                        Ok(stalled) => {
+                            what.push(format!(
+                                "{system}: a dashboard subscribed at {url} and stopped reading"
+                            ));
+                            self.stalled.push((index, stalled, until));
+                        }
+                        Err(e) => what.push(e),
+                    }
+                }
+            } else {
+                let target = |name: &str| match fault.kind {
+                    FaultKind::KillWorker => name.starts_with("system1-worker-"),
+                    FaultKind::RestartRedis => name == "redis",
+                    _ => name == "system2",
+                };
+                match self
+                    .services
+                    .iter_mut()
+                    .find(|s| s.down.is_none() && target(&s.child.spec.name))
+                {
+                    Some(service) => {
+                        let (name, pid) = (service.child.spec.name.clone(), service.child.pid);
+                        service.child.crash().await;
+                        service.down = Some((until, index));
+                        what.push(format!(
+                            "kill -9 {name} (pid {pid}){}",
+                            fault.down.map_or(", not started again".to_string(), |d| format!(
+                                ", started again {} s later",
+                                d.as_secs_f64()
+                            ))
+                        ));
+                    }
+                    None => what.push("nothing of that kind was running to kill".to_string()),
+                }
+            }
+            self.screen.say(&format!("fault {fault}: {}", what.join("; ")));
+            self.events.push(FaultEvent {
+                fault: fault.to_string(),
+                kind: fault.kind,
+                at_s: since(started),
+                back_s: None,
+                what,
+            });
+        }
+        for i in 0..self.services.len() {
+            let Some((Some(at), index)) = self.services[i].down else {
+                continue;
+            };
+            if Instant::now() < at {
+                continue;
+            }
+            let service = &mut self.services[i];
+            let mut child = match Child::spawn(service.child.spec.clone(), &self.logs) {
+                Ok(child) => child,
+                Err(e) => return Some(Ending::Failed(format!("{e:#}"))),
+            };
+            for probe in &service.probes {
+                if let Err(e) = wait_ready(&mut child, probe, self.args.ready_timeout).await {
+                    service.child = child;
+                    return Some(Ending::Failed(format!("after the fault, {e:#}")));
+                }
+            }
+            let back = since(started);
+            let said = format!(
+                "{} started again (pid {}), ready {back:.1} s after sending began",
+                child.spec.name, child.pid
+            );
+            self.screen.say(&format!("fault: {said}"));
+            service.child = child;
+            service.down = None;
+            self.events[index].back_s = Some(back);
+            self.events[index].what.push(said);
+        }
+        self.let_go_of_stalled(Some(Instant::now())).await;
+        None
+    }
+
+    /// The dashboard WebSocket of each system that runs.
+    fn dashboard_urls(&self) -> Vec<(&'static str, String)> {
+        let mut urls = Vec::new();
+        if self.without_system1.is_none() {
+            urls.push((
+                "System 1",
+                format!("ws://{}/", self.address(self.ports.ws.number)),
+            ));
+        }
+        urls.push((
+            "System 2",
+            format!("ws://{}/", self.address(self.ports.system2.number)),
+        ));
+        urls
+    }
+
+    /// Reads what became of each stalled dashboard whose time is up by `now` (all of them with
+    /// `None`, before the lab stops, so that a close at shutdown is not mistaken for the server's
+    /// verdict), and records it with its fault.
+    async fn let_go_of_stalled(&mut self, now: Option<Instant>) {
+        let mut kept = Vec::new();
+        for (index, stalled, until) in std::mem::take(&mut self.stalled) {
+            if now.is_some_and(|now| until.is_none_or(|until| until > now)) {
+                kept.push((index, stalled, until));
+                continue;
+            }
+            let verdict = stalled.verdict(Duration::from_secs(2)).await;
+            self.screen.say(&format!("fault: {verdict}"));
+            self.events[index].what.push(verdict);
+        }
+        self.stalled = kept;
+    }
+
+    /// A service that died: restart it (`--on-child-exit restart`) or end the run. One a fault
+    /// holds down is left alone.
     async fn look_after_services(&mut self) -> Option<Ending> {
         for i in 0..self.services.len() {
+            if self.services[i].down.is_some() {
+                continue;
+            }
             let Some(status) = self.services[i].child.exited() else {
                 continue;
             };
@@ -591,6 +846,7 @@ impl Lab {
                 child,
                 probes,
                 restarts,
+                down: None,
             };
         }
         None
