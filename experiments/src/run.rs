@@ -67,6 +67,14 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
     for i in 0..count {
         let step = record.steps[i].clone();
         let planned = step.step.warmup + step.step.duration + OVERHEAD_GUESS;
+        if step.status.starts_with("skipped") {
+            done += planned + step.step.cooldown;
+            say(
+                &bar,
+                &format!("step {}/{count} {}: {}", i + 1, step.step.label, step.status),
+            );
+            continue;
+        }
         let mut command = step.command.clone();
         let outcome = run_step(
             &step,
@@ -107,6 +115,9 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
                 record.steps[i].status
             ),
         );
+        if record.steps[i].status == "ok" {
+            skip_past_the_knee(&scenario, &dir, &mut record.steps, i);
+        }
         save(&dir.join("run.json"), &record)?;
         if record.steps[i].status == "interrupted" {
             break;
@@ -144,6 +155,37 @@ pub async fn run(options: RunOptions) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// With `knee_p99_ms` (a search for where a system stops keeping up): once step `i` has not kept
+/// up — no system that ran in it did — the later steps that differ from it only in a higher rate
+/// are skipped, since they would only confirm it and take the time of a run each.
+fn skip_past_the_knee(scenario: &Scenario, dir: &Path, steps: &mut [StepRun], i: usize) {
+    let Some(bound) = scenario.knee_p99_ms else {
+        return;
+    };
+    let Ok(data) = crate::report::StepData::read(dir, &steps[i]) else {
+        return;
+    };
+    let ran: Vec<usize> = (0..2).filter(|n| data.reports[*n].is_some()).collect();
+    let failed = !ran.is_empty()
+        && ran
+            .iter()
+            .all(|n| crate::report::capacity::kept_up(&data, *n, bound) != Some(true));
+    if !failed {
+        return;
+    }
+    let this = steps[i].step.clone();
+    for later in steps.iter_mut().skip(i + 1) {
+        let mut same = later.step.clone();
+        (same.label, same.rate) = (this.label.clone(), this.rate);
+        if same == this && later.step.rate > this.rate {
+            later.status = format!(
+                "skipped: past the knee (step {} at {}/s did not keep up)",
+                data.run.index, this.rate
+            );
+        }
+    }
 }
 
 /// Every step run, in order, each repeat its own.
@@ -186,6 +228,9 @@ fn plan(scenario: &Scenario, dir: &Path) -> anyhow::Result<Vec<StepRun>> {
                 "--logs".into(),
                 dir.join("logs").join(&stem).display().to_string(),
             ];
+            if let Some(only) = step.only.only() {
+                command.extend(["--only".to_string(), only.to_string()]);
+            }
             if step.system1_processes {
                 command.push("--system1-processes".into());
             }

@@ -26,6 +26,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("scaling", include_str!("../scenarios/scaling.toml")),
     ("durability", include_str!("../scenarios/durability.toml")),
     ("faults", include_str!("../scenarios/faults.toml")),
+    ("saturation", include_str!("../scenarios/saturation.toml")),
 ];
 
 /// How the agents reach System 1 (System 2 is always WebSocket).
@@ -44,6 +45,30 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http1",
             Protocol::Http2 => "http2",
+        }
+    }
+}
+
+/// Which systems a step runs (`lab up --only`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Systems {
+    /// Both, side by side (the lab's usual way).
+    #[default]
+    Both,
+    /// System 1 alone.
+    System1,
+    /// System 2 alone.
+    System2,
+}
+
+impl Systems {
+    /// The `lab up --only` value, if any.
+    pub fn only(self) -> Option<&'static str> {
+        match self {
+            Systems::Both => None,
+            Systems::System1 => Some("system1"),
+            Systems::System2 => Some("system2"),
         }
     }
 }
@@ -103,6 +128,8 @@ pub struct Settings {
     pub redis_fsync: Option<Fsync>,
     /// System 1's roles as separate processes (`lab up --system1-processes`).
     pub system1_processes: Option<bool>,
+    /// `both` (the default), or the one system to run: `system1` or `system2`.
+    pub only: Option<Systems>,
     /// Faults to inject, each `KIND@AT[:DOWN]` as `lab up --fault` takes it: one string or a list.
     #[serde(default, deserialize_with = "faults")]
     pub faults: Option<Vec<String>>,
@@ -122,6 +149,7 @@ impl Settings {
             workers: over.workers.or(self.workers),
             redis_fsync: over.redis_fsync.or(self.redis_fsync),
             system1_processes: over.system1_processes.or(self.system1_processes),
+            only: over.only.or(self.only),
             faults: over.faults.clone().or_else(|| self.faults.clone()),
         }
     }
@@ -153,6 +181,7 @@ struct StepFile {
     workers: Option<u64>,
     redis_fsync: Option<Fsync>,
     system1_processes: Option<bool>,
+    only: Option<Systems>,
     #[serde(default, deserialize_with = "faults")]
     faults: Option<Vec<String>>,
 }
@@ -170,6 +199,7 @@ impl StepFile {
             workers: self.workers,
             redis_fsync: self.redis_fsync,
             system1_processes: self.system1_processes,
+            only: self.only,
             faults: self.faults.clone(),
         }
     }
@@ -181,6 +211,8 @@ impl StepFile {
 struct ScenarioFile {
     name: String,
     description: String,
+    #[serde(default, deserialize_with = "knee")]
+    knee_p99_ms: Option<f64>,
     #[serde(default)]
     defaults: Settings,
     #[serde(rename = "step")]
@@ -220,6 +252,9 @@ pub struct Step {
     /// System 1's roles as separate processes.
     #[serde(default)]
     pub system1_processes: bool,
+    /// Which systems run.
+    #[serde(default)]
+    pub only: Systems,
     /// Faults injected during the step (`lab up --fault`).
     #[serde(default)]
     pub faults: Vec<String>,
@@ -236,6 +271,10 @@ pub struct Scenario {
     pub name: String,
     /// What it shows, in a sentence or two.
     pub description: String,
+    /// When set, the report says where each system stopped keeping up: the highest rate at which
+    /// it delivered every metric with an end-to-end p99 at most this many ms (`lab run saturation`).
+    #[serde(default)]
+    pub knee_p99_ms: Option<f64>,
     /// Its steps, in order.
     pub steps: Vec<Step>,
 }
@@ -281,6 +320,7 @@ pub fn builtin_defaults() -> Settings {
         workers: Some(2),
         redis_fsync: Some(Fsync::Everysec),
         system1_processes: Some(false),
+        only: Some(Systems::Both),
         faults: Some(Vec::new()),
     }
 }
@@ -401,12 +441,14 @@ pub fn parse(file: &str, text: &str, sets: &Settings) -> Result<Scenario, Scenar
             workers: s.workers.expect("built-in default"),
             redis_fsync: s.redis_fsync.expect("built-in default"),
             system1_processes: s.system1_processes.expect("built-in default"),
+            only: s.only.expect("built-in default"),
             faults: s.faults.expect("built-in default"),
         });
     }
     Ok(Scenario {
         name: parsed.name,
         description: parsed.description.trim().to_string(),
+        knee_p99_ms: parsed.knee_p99_ms,
         steps,
     })
 }
@@ -498,6 +540,15 @@ fn repeat<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 
 fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     bounded(d, 1, 64, "workers")
+}
+
+fn knee<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let ms = f64::deserialize(d)?;
+    if ms.is_finite() && ms > 0.0 {
+        Ok(Some(ms))
+    } else {
+        Err(serde::de::Error::custom(format!("{ms} ms: must be above 0")))
+    }
 }
 
 /// One fault or a list of them, each checked as `lab up --fault` would check it.

@@ -275,3 +275,103 @@ faults = ["kill-worker@2s", "restart-redis@3500ms:1s", "restart-system2@5s:1s"]
         "{html}"
     );
 }
+
+/// A knee search on System 2 alone with a bound no system can meet: the first rate does not keep
+/// up, so the higher one is skipped (not run, and the run is not partial), and the report says so,
+/// with the CPU each process used.
+#[test]
+fn a_knee_search_stops_its_ladder_at_the_first_rate_that_fails_and_names_the_busiest_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let temp = tmp.path().join("temp");
+    std::fs::create_dir(&temp).unwrap();
+    let out = tmp.path().join("report");
+    let scenario = tmp.path().join("k.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "k"
+description = "a knee no one reaches"
+knee_p99_ms = 0.000001
+[defaults]
+duration = "2s"
+warmup = "0s"
+cooldown = "0s"
+only = "system2"
+[[step]]
+rate = 100
+[[step]]
+rate = 200
+"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .env("TMPDIR", &temp)
+        .env_remove("REDIS_URL")
+        .env_remove("LAB_BASE_PORT")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("skipped: past the knee (step 1 at 100/s did not keep up)"),
+        "{text}"
+    );
+    assert_nothing_left(&temp);
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["partial"], false, "{run:#}");
+    assert_eq!(run["steps"][0]["status"], "ok", "{run:#}");
+    // System 2 alone: no System 1 report, and its lab up was told so.
+    let step: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("steps/01-100-s-http1-b1.json")).unwrap())
+            .unwrap();
+    assert!(
+        step["system1"].is_null() && !step["system2"].is_null(),
+        "{step:#}"
+    );
+    assert!(
+        run["steps"][0]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "system2"),
+        "{run:#}"
+    );
+    let cpu: Vec<&str> = step["cpu"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        cpu.contains(&"system2") && cpu.contains(&"agents-system2"),
+        "{cpu:?}"
+    );
+    assert!(
+        !cpu.iter().any(|c| c.starts_with("system1") || *c == "redis"),
+        "{cpu:?}"
+    );
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Where each system stopped keeping up"), "{md}");
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| System 2 | WebSocket"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(
+        row.contains("— (not even the lowest rate)") && row.contains("| 100/s |"),
+        "{row}"
+    );
+    assert!(row.contains("e2e p99") && row.contains("cores"), "{row}");
+    assert!(
+        md.contains("## CPU by process") && md.contains("agents-system2 "),
+        "{md}"
+    );
+}

@@ -257,3 +257,24 @@ fn faults_are_one_or_a_list_each_checked_where_it_is_written() {
         Some(&["restart-redis@4s".to_string()][..])
     );
 }
+
+#[test]
+fn saturation_runs_each_system_alone_up_a_ladder_with_a_bound() {
+    use experiments::scenario::Systems;
+    let (file, text) = find("saturation").unwrap();
+    let s = parse(&file, &text, &none()).unwrap();
+    assert_eq!(s.knee_p99_ms, Some(100.0));
+    assert!(s.steps.iter().all(|s| s.only != Systems::Both && s.agents == 64));
+    assert!(s.steps.iter().any(|s| s.only == Systems::System2));
+    // Mistakes are named: an unknown system, a bound that is not one.
+    let text = "name = \"s\"\ndescription = \"d\"\n[[step]]\nrate = 10\nonly = \"system3\"\n";
+    let e = parse("s.toml", text, &none()).unwrap_err();
+    assert_eq!(
+        (e.at.map(|a| a.0), e.field.as_deref()),
+        (Some(5), Some("only")),
+        "{e}"
+    );
+    let text = "name = \"s\"\ndescription = \"d\"\nknee_p99_ms = -1\n[[step]]\nrate = 10\n";
+    let e = parse("s.toml", text, &none()).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("knee_p99_ms"), "{e}");
+}

@@ -15,6 +15,7 @@
 //! | `latency.svg`, `throughput.svg`, `spectrum-NN.svg` | the plots |
 //! | `report.md`, `report.html` | the report |
 
+pub mod capacity;
 pub mod faults;
 pub mod hgrm;
 pub mod svg;
@@ -27,6 +28,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Scenario, Step};
+use crate::up::cpu::ChildCpu;
 use crate::up::fault::FaultEvent;
 
 use self::svg::{Axis, COLOURS, Chart, Series};
@@ -104,6 +106,42 @@ pub struct StepData {
     pub live: [Vec<LiveSecond>; 2],
     /// What the step's faults did.
     pub faults: Vec<FaultEvent>,
+    /// Each process's CPU over the sending time.
+    pub cpu: Vec<ChildCpu>,
+}
+
+impl StepData {
+    /// A step's raw data from its `lab up --json` file in the report folder `dir`; a step that
+    /// wrote none (not run, or failed early) has no reports.
+    pub fn read(dir: &Path, run: &StepRun) -> anyhow::Result<StepData> {
+        let mut step = StepData {
+            run: run.clone(),
+            reports: [None, None],
+            live: [Vec::new(), Vec::new()],
+            faults: Vec::new(),
+            cpu: Vec::new(),
+        };
+        let Ok(text) = std::fs::read_to_string(dir.join(&run.file)) else {
+            return Ok(step);
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", run.file))?;
+        for (i, (key, _)) in SYSTEMS.iter().enumerate() {
+            if !json[key].is_null() {
+                step.reports[i] = Some(
+                    serde_json::from_value(json[key].clone())
+                        .with_context(|| format!("{}: {key} is not a report", run.file))?,
+                );
+            }
+            if !json["live"][key].is_null() {
+                step.live[i] = serde_json::from_value(json["live"][key].clone())
+                    .with_context(|| format!("{}: live.{key} is not a timeline", run.file))?;
+            }
+        }
+        step.faults = faults::events(&json);
+        step.cpu = serde_json::from_value(json["cpu"].clone()).unwrap_or_default();
+        Ok(step)
+    }
 }
 
 /// Everything a report is made of.
@@ -134,35 +172,11 @@ impl RunData {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(serde_json::Value::Null);
-        let mut steps = Vec::new();
-        for run in &record.steps {
-            let mut reports = [None, None];
-            let mut live = [Vec::new(), Vec::new()];
-            let mut faults = Vec::new();
-            if let Ok(text) = std::fs::read_to_string(dir.join(&run.file)) {
-                let json: serde_json::Value =
-                    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", run.file))?;
-                for (i, (key, _)) in SYSTEMS.iter().enumerate() {
-                    if !json[key].is_null() {
-                        reports[i] = Some(
-                            serde_json::from_value(json[key].clone())
-                                .with_context(|| format!("{}: {key} is not a report", run.file))?,
-                        );
-                    }
-                    if !json["live"][key].is_null() {
-                        live[i] = serde_json::from_value(json["live"][key].clone())
-                            .with_context(|| format!("{}: live.{key} is not a timeline", run.file))?;
-                    }
-                }
-                faults = faults::events(&json);
-            }
-            steps.push(StepData {
-                run: run.clone(),
-                reports,
-                live,
-                faults,
-            });
-        }
+        let steps = record
+            .steps
+            .iter()
+            .map(|run| StepData::read(dir, run))
+            .collect::<anyhow::Result<_>>()?;
         Ok(RunData { record, env, steps })
     }
 }

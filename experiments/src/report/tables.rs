@@ -518,6 +518,17 @@ fn partial_note(data: &RunData) -> Option<String> {
     })
 }
 
+/// What the CPU table measures.
+const CPU_NOTE: &str = "Cores each process kept busy while the agents were sending (its CPU seconds, user and system, over the wall time; 1.00 is one core all the time), read from /proc for each process group: Redis counts its guarded redis-server. The load generator (agents-…) runs on the same cores: a system cannot use what the generator takes.";
+
+/// What the knee table says, with the scenario's bound.
+fn knee_note(data: &RunData) -> String {
+    format!(
+        "Kept up: acknowledged at least 95 % of the offered rate, lost nothing by seq, and an end-to-end p99 of at most {} ms, with the load generator on schedule (a step where it fell behind is inconclusive). The knee lies between the two rates; the busiest process at the first rate that failed is the likely limit, and when all processes together use about every core, the machine is.",
+        data.record.scenario.knee_p99_ms.unwrap_or_default()
+    )
+}
+
 /// What the faults table's columns mean.
 const FAULTS_NOTE: &str = "Each fault was injected by the supervisor at the time shown (seconds since sending began) and the part was back (ready again) at the second time. lost: acknowledged but never delivered to the dashboard, counted by seq; errors: sends that failed or were refused, which the agents were told about (not lost). Recovered after: from the second the fault fell in to the end of the last bad second after it, with at least three good seconds after that; a good second delivered at least 90 % of what was due with an end-to-end p99 not clearly worse than before the fault (at most the worst second before it, four times their median, or their median plus 20 ms); the timeline plots show it.";
 
@@ -541,6 +552,17 @@ pub fn markdown(data: &RunData, plots: &[(String, String, String)]) -> String {
         "## Every step\n\nLatencies in ms. lost: never reached the dashboard; coalesced: reached it only inside a later combined update (not lost).\n\n{}",
         figures_table(data).markdown()
     );
+    if let Some(knee) = super::capacity::knee_table(data) {
+        let _ = writeln!(
+            out,
+            "## Where each system stopped keeping up\n\n{}\n\n{}",
+            knee_note(data),
+            knee.markdown()
+        );
+    }
+    if let Some(cpu) = super::capacity::cpu_table(data) {
+        let _ = writeln!(out, "## CPU by process\n\n{CPU_NOTE}\n\n{}", cpu.markdown());
+    }
     if !super::faults::steps(data).is_empty() {
         let _ = writeln!(
             out,
@@ -599,6 +621,22 @@ pub fn html(data: &RunData, plots: &[(String, String, String)]) -> String {
         "<h2>Every step</h2>\n<p>Latencies in ms. lost: never reached the dashboard; coalesced: reached it only inside a later combined update (not lost).</p>\n{}",
         figures_table(data).html()
     );
+    if let Some(knee) = super::capacity::knee_table(data) {
+        let _ = writeln!(
+            out,
+            "<h2>Where each system stopped keeping up</h2>\n<p>{}</p>\n{}",
+            escape(&knee_note(data)),
+            knee.html()
+        );
+    }
+    if let Some(cpu) = super::capacity::cpu_table(data) {
+        let _ = writeln!(
+            out,
+            "<h2>CPU by process</h2>\n<p>{}</p>\n{}",
+            escape(CPU_NOTE),
+            cpu.html()
+        );
+    }
     if !super::faults::steps(data).is_empty() {
         let _ = writeln!(
             out,

@@ -42,6 +42,11 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub system1_workers: u64,
 
+    /// Run one system only (with its agents), e.g. to find how far it goes with the machine to
+    /// itself: `lab run saturation` does. Without it, both run side by side.
+    #[arg(long, value_enum, value_name = "SYSTEM")]
+    pub only: Option<OnlySystem>,
+
     /// Run System 1's roles as separate processes, as a deployment would: `system1 api`,
     /// `system1 broadcaster`, and one `system1 worker` process per `--system1-workers`, each its own
     /// consumer in the group. Without it, one `system1 all` process runs them all. A
@@ -139,6 +144,15 @@ fn positive_rate(s: &str) -> Result<f64, String> {
             "{s} is not a rate between 0 (excluded) and 10000000 metrics/s"
         ))
     }
+}
+
+/// `--only`: the one system to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnlySystem {
+    /// System 1 (and its Redis) without System 2.
+    System1,
+    /// System 2 without System 1 or Redis.
+    System2,
 }
 
 /// How the agents reach System 1.

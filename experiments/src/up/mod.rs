@@ -14,6 +14,7 @@
 
 pub mod child;
 pub mod config;
+pub mod cpu;
 pub mod fault;
 pub mod ready;
 pub mod redis;
@@ -28,7 +29,7 @@ use agents::report::Report;
 use anyhow::Context;
 
 use self::child::{Child, STOP_GRACE, Spec, describe};
-use self::config::{HttpProtocol, OnExit, Port, Ports, UpArgs};
+use self::config::{HttpProtocol, OnExit, OnlySystem, Port, Ports, UpArgs};
 use self::fault::{Fault, FaultEvent, FaultKind, StalledDashboard};
 use self::ready::{Probe, wait_ready};
 use self::view::{Column, Screen};
@@ -68,13 +69,17 @@ struct Lab {
     services: Vec<Service>,
     /// The agents of System 1 and of System 2.
     agents: [Option<Child>; 2],
-    /// Why System 1 is not running, when it is not.
-    without_system1: Option<String>,
+    /// Why System 1, and System 2, is not running, when it is not.
+    without: [Option<String>; 2],
     /// The second (`t`) of each system's agents last passed to the dashboard.
     forwarded: [Option<u64>; 2],
     /// When the agents started sending (their own timeline's zero, see
     /// [`Child::sending_since`]): the clock of `--fault`.
     sending_started: Option<Instant>,
+    /// Every child's CPU time when sending began, and their CPU from then to the end of sending
+    /// (warm-up and `--for`; or to the stop, if the run stopped early).
+    cpu_start: cpu::Reading,
+    cpu: Vec<cpu::ChildCpu>,
     /// `--fault`s not injected yet, soonest last.
     faults: Vec<Fault>,
     /// What the injected faults did, for `--json`.
@@ -122,9 +127,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
         temp: temp.path().to_path_buf(),
         services: Vec::new(),
         agents: [None, None],
-        without_system1: None,
+        without: [
+            None,
+            (args.only == Some(OnlySystem::System1)).then(|| "not running: --only system1".to_string()),
+        ],
         forwarded: [None, None],
         sending_started: None,
+        cpu_start: cpu::Reading::default(),
+        cpu: Vec::new(),
         faults: {
             let mut faults = args.faults.clone();
             faults.sort_by_key(|f| std::cmp::Reverse(f.at));
@@ -155,11 +165,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
         Ending::Failed(why) => lab.screen.say(&format!("\n{why}\nStopping everything.")),
     }
     lab.let_go_of_stalled(None).await;
+    if lab.cpu.is_empty() {
+        // Stopped before the sending was over (Ctrl-C, a failure): up to now.
+        lab.cpu = lab.cpu_start.since(&lab.children());
+    }
     lab.stop_all().await;
     let reports = lab.reports();
-    let system1 = match (&reports[0], &lab.without_system1) {
+    let outcome = |i: usize| match (&reports[i], &lab.without[i]) {
         (Some(report), _) => Ok(report),
-        (None, Some(_)) => Err("did not run: no Redis"),
+        (None, Some(why)) => Err(why.as_str()),
         (None, None) => Err("no report"),
     };
     let name1 = lab.system1_name();
@@ -167,11 +181,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
         lab.screen.say(&format!(
             "\nSummary (the agents' view; latencies count from each metric's due time):\n{}",
             view::summary([
-                (&name1, system1),
-                (
-                    "System 2: WebSocket, in memory",
-                    reports[1].as_ref().ok_or("no report"),
-                ),
+                (&name1, outcome(0)),
+                ("System 2: WebSocket, in memory", outcome(1)),
             ])
         ));
     }
@@ -186,6 +197,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
             "system2": reports[1],
             "live": { "system1": timeline(0), "system2": timeline(1) },
             "faults": lab.events,
+            "cpu": lab.cpu,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -213,6 +225,9 @@ enum Redis {
 }
 
 fn choose_redis(args: &UpArgs) -> Result<Redis, String> {
+    if args.only == Some(OnlySystem::System2) {
+        return Err("--only system2: System 1 and its Redis are not started".to_string());
+    }
     if let Some(url) = &args.redis_url {
         return Ok(Redis::Url(url.clone()));
     }
@@ -239,7 +254,11 @@ fn check_faults(args: &mut UpArgs, redis: Option<&Redis>) -> anyhow::Result<()> 
                 );
                 args.system1_processes = true;
             }
-            FaultKind::RestartSystem2 | FaultKind::StallDashboard => {}
+            FaultKind::RestartSystem2 => anyhow::ensure!(
+                args.only != Some(OnlySystem::System1),
+                "--fault {fault}: System 2 does not run with --only system1; nothing was started"
+            ),
+            FaultKind::StallDashboard => {}
         }
     }
     Ok(())
@@ -251,7 +270,9 @@ fn check_ports(args: &UpArgs, ports: &Ports, redis: Option<&Redis>) -> anyhow::R
     if redis.is_some() {
         needed.extend(&ports.all()[..4]);
     }
-    needed.push(ports.system2);
+    if args.only != Some(OnlySystem::System1) {
+        needed.push(ports.system2);
+    }
     needed.push(ports.dashboard);
     if matches!(redis, Some(Redis::Private(_))) && args.redis_port != 0 {
         needed.push(Port {
@@ -342,24 +363,30 @@ impl Lab {
             }
             Err(why) => {
                 self.screen.say(&why);
-                self.without_system1 = Some("not running: no Redis".to_string());
+                self.without[0] = Some(if self.args.only == Some(OnlySystem::System2) {
+                    "not running: --only system2".to_string()
+                } else {
+                    "not running: no Redis".to_string()
+                });
                 None
             }
         };
         if let Some(url) = &redis_url {
             self.start_system1(url).await?;
         }
-        let args = strings(&[
-            "--log-format",
-            "json",
-            "--host",
-            &host,
-            "--port",
-            &ports.system2.number.to_string(),
-        ]);
-        let probes = vec![Probe::Http(self.address(ports.system2.number), "/api/health")];
-        self.start_service(Spec::lab("system2", "system2", args)?, probes)
-            .await?;
+        if self.without[1].is_none() {
+            let args = strings(&[
+                "--log-format",
+                "json",
+                "--host",
+                &host,
+                "--port",
+                &ports.system2.number.to_string(),
+            ]);
+            let probes = vec![Probe::Http(self.address(ports.system2.number), "/api/health")];
+            self.start_service(Spec::lab("system2", "system2", args)?, probes)
+                .await?;
+        }
 
         let system2 = self.address(ports.system2.number);
 
@@ -392,22 +419,27 @@ impl Lab {
         let probes = vec![Probe::Http(self.address(ports.dashboard.number), "/api/health")];
         self.start_service(Spec::lab("dashboard", "dashboard", args)?, probes)
             .await?;
+        let absent: Vec<String> = self
+            .without
+            .iter()
+            .zip(["System 1", "System 2"])
+            .filter(|(why, _)| why.is_some())
+            .map(|(_, name)| format!(" ({name} is not running)"))
+            .collect();
         self.screen.say(&format!(
             "\ndashboard: {}  <- open it in a browser: both systems live, side by side{}\n",
             self.dashboard_url(),
-            if redis_url.is_some() {
-                String::new()
-            } else {
-                " (System 1 is not running)".to_string()
-            }
+            absent.concat()
         ));
+        let others: Vec<String> = self
+            .dashboard_urls()
+            .into_iter()
+            .rev()
+            .map(|(name, url)| format!("{url} ({name})"))
+            .collect();
         self.screen.say(&format!(
-            "Other dashboards can subscribe at ws://{system2}/ (System 2){}.",
-            if redis_url.is_some() {
-                format!(" and ws://{}/ (System 1)", self.address(ports.ws.number))
-            } else {
-                String::new()
-            }
+            "Other dashboards can subscribe at {}.",
+            others.join(" and ")
         ));
 
         // The agents, last: one process per system.
@@ -429,16 +461,18 @@ impl Lab {
             args.extend(self.args.agents_args());
             self.agents[0] = Some(self.start_agents("agents-system1", args)?);
         }
-        let mut args = strings(&[
-            "--target",
-            &format!("ws://{system2}"),
-            "--dashboard",
-            &format!("ws://{system2}"),
-            "--json",
-            &self.report_path(1).display().to_string(),
-        ]);
-        args.extend(self.args.agents_args());
-        self.agents[1] = Some(self.start_agents("agents-system2", args)?);
+        if self.without[1].is_none() {
+            let mut args = strings(&[
+                "--target",
+                &format!("ws://{system2}"),
+                "--dashboard",
+                &format!("ws://{system2}"),
+                "--json",
+                &self.report_path(1).display().to_string(),
+            ]);
+            args.extend(self.args.agents_args());
+            self.agents[1] = Some(self.start_agents("agents-system2", args)?);
+        }
         Ok(())
     }
 
@@ -574,6 +608,16 @@ impl Lab {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
+            match self.sending_started {
+                None => self.note_sending_start(),
+                Some(since) => {
+                    // The CPU of the sending time, read as it ends (the agents still running).
+                    let sending = self.args.warmup + self.args.run_for.unwrap_or(Duration::MAX);
+                    if self.cpu.is_empty() && since.elapsed() >= sending {
+                        self.cpu = self.cpu_start.since(&self.children());
+                    }
+                }
+            }
             if let Some(ending) = self.inject_faults().await {
                 return ending;
             }
@@ -660,7 +704,7 @@ impl Lab {
                     .map(Box::new),
             ),
             None => Column::Absent(
-                self.without_system1
+                self.without[i]
                     .clone()
                     .unwrap_or_else(|| "not running".to_string()),
             ),
@@ -672,15 +716,6 @@ impl Lab {
     /// and lets go of stalled dashboards whose time is up. A service that cannot start again ends
     /// the run, as any dead service does.
     async fn inject_faults(&mut self) -> Option<Ending> {
-        if self.sending_started.is_none() {
-            // The earlier of the two agents' starts, once one has said.
-            self.sending_started = self
-                .agents
-                .iter()
-                .flatten()
-                .filter_map(|a| a.sending_since.get().copied())
-                .min();
-        }
         let started = self.sending_started?;
         let since = |started: Instant| started.elapsed().as_secs_f64();
         while self.faults.last().is_some_and(|f| started.elapsed() >= f.at) {
@@ -768,19 +803,46 @@ impl Lab {
         None
     }
 
+    /// Once one of the agents has said when it began sending (the earlier of the two): the clock
+    /// of `--fault` starts, and every child's CPU time is read.
+    fn note_sending_start(&mut self) {
+        self.sending_started = self
+            .agents
+            .iter()
+            .flatten()
+            .filter_map(|a| a.sending_since.get().copied())
+            .min();
+        if self.sending_started.is_some() {
+            self.cpu_start = cpu::Reading::take(&self.children());
+        }
+    }
+
+    /// Every child running now, by name and process group (its pid: each is a group leader).
+    fn children(&self) -> Vec<(String, u32)> {
+        self.services
+            .iter()
+            .map(|s| &s.child)
+            .chain(self.agents.iter().flatten())
+            .filter(|c| c.status.is_none())
+            .map(|c| (c.spec.name.clone(), c.pid))
+            .collect()
+    }
+
     /// The dashboard WebSocket of each system that runs.
     fn dashboard_urls(&self) -> Vec<(&'static str, String)> {
         let mut urls = Vec::new();
-        if self.without_system1.is_none() {
+        if self.without[0].is_none() {
             urls.push((
                 "System 1",
                 format!("ws://{}/", self.address(self.ports.ws.number)),
             ));
         }
-        urls.push((
-            "System 2",
-            format!("ws://{}/", self.address(self.ports.system2.number)),
-        ));
+        if self.without[1].is_none() {
+            urls.push((
+                "System 2",
+                format!("ws://{}/", self.address(self.ports.system2.number)),
+            ));
+        }
         urls
     }
 
