@@ -8,6 +8,7 @@
 //! kept to its schedule — where it did not, the step is inconclusive and says so, because then the
 //! generator or the machine set the pace, not the system.
 
+use super::svg::{Axis, COLOURS, Chart, Series};
 use super::tables::Table;
 use super::{RunData, SYSTEMS, StepData};
 
@@ -37,6 +38,94 @@ pub fn cpu_table(data: &RunData) -> Option<Table> {
         })
         .collect();
     Some(Table { header, rows })
+}
+
+/// `cpu.svg`: the cores each process kept busy, one line per process across the steps (x: step
+/// number), and the sum of all; `None` without CPU figures. Names are shared across steps, so a
+/// process that ran in some steps only has points there.
+pub fn cpu_plot(data: &RunData) -> Option<(String, String, String)> {
+    let steps: Vec<&StepData> = data.steps.iter().filter(|s| !s.cpu.is_empty()).collect();
+    if steps.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for s in &steps {
+        for c in &s.cpu {
+            if !names.contains(&c.name) {
+                names.push(c.name.clone());
+            }
+        }
+    }
+    // The busiest processes first; the idle ones (the dashboard, say) would only crowd the legend.
+    let peak = |name: &str| {
+        steps
+            .iter()
+            .flat_map(|s| s.cpu.iter().filter(|c| c.name == name))
+            .map(|c| c.cores)
+            .fold(0.0, f64::max)
+    };
+    names.sort_by(|a, b| peak(b).total_cmp(&peak(a)));
+    names.retain(|n| peak(n) >= 0.02);
+    names.truncate(10);
+    let x = |s: &StepData| s.run.index as f64;
+    // Each system's colour, as everywhere in the lab: the system solid, its load generator dashed;
+    // the other processes (System 1's parts, Redis, the dashboard) the further colours in turn.
+    let others = &COLOURS[2..];
+    let mut other = 0;
+    let mut series: Vec<Series> = names
+        .iter()
+        .map(|name| {
+            let (colour, dashed) = match name.as_str() {
+                "system1" | "system1-api" => (COLOURS[0], false),
+                "agents-system1" => (COLOURS[0], true),
+                "system2" => (COLOURS[1], false),
+                "agents-system2" => (COLOURS[1], true),
+                _ => {
+                    other += 1;
+                    (others[(other - 1) % others.len()], other > others.len())
+                }
+            };
+            (name, colour, dashed)
+        })
+        .map(|(name, colour, dashed)| Series {
+            name: name.clone(),
+            colour: colour.into(),
+            dashed,
+            points: steps
+                .iter()
+                .filter_map(|s| Some((x(s), s.cpu.iter().find(|c| &c.name == name)?.cores)))
+                .collect(),
+        })
+        .collect();
+    series.push(Series {
+        name: "all processes".into(),
+        colour: "#000000".into(),
+        dashed: true,
+        points: steps
+            .iter()
+            .map(|s| (x(s), s.cpu.iter().map(|c| c.cores).sum()))
+            .collect(),
+    });
+    let chart = Chart {
+        title: "CPU by process".into(),
+        x: Axis {
+            label: "step (see the table for each step's settings)".into(),
+            log: false,
+            ticks: steps.iter().map(|s| (x(s), s.run.index.to_string())).collect(),
+        },
+        y: Axis {
+            label: "cores busy".into(),
+            log: false,
+            ticks: Vec::new(),
+        },
+        series,
+        markers: Vec::new(),
+    };
+    Some((
+        "cpu.svg".into(),
+        "Cores each process kept busy while the agents were sending, per step; the dashed black line is all of them together (the machine's cores are in the environment section).".into(),
+        chart.render(),
+    ))
 }
 
 fn label(s: &StepData) -> String {

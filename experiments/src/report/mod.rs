@@ -12,7 +12,7 @@
 //! | `steps/NN-….json` | each step's `lab up --json` output: both systems' agents reports |
 //! | `steps/NN-…-system1-e2e.hgrm` … | each histogram as a percentile distribution (ms) |
 //! | `figures.csv` | the main figures, one line per step and system |
-//! | `latency.svg`, `throughput.svg`, `spectrum-NN.svg` | the plots |
+//! | `latency.svg`, `throughput.svg`, `cpu.svg`, `spectrum-NN.svg`, `timeline-NN.svg` | the plots |
 //! | `report.md`, `report.html` | the report |
 
 pub mod capacity;
@@ -384,6 +384,7 @@ pub fn plots(data: &RunData) -> anyhow::Result<Vec<(String, String, String)>> {
             .render(),
         ));
     }
+    out.extend(capacity::cpu_plot(data));
     out.extend(faults::plots(data));
     Ok(out)
 }
