@@ -89,11 +89,13 @@ pub async fn subscribe(
             }
         };
         backoff = Duration::from_millis(100);
-        // System 2 is asked for batched updates: as many payloads per frame as are ready, each with
-        // its own timestamp, so every latency stays exact while the instrument parses fewer frames
-        // (the server never waits to fill a batch).
+        // Both systems are asked for batched updates: as many payloads per frame as are ready, each
+        // with its own timestamp, so every latency stays exact while the instrument parses fewer
+        // frames (the servers never wait to fill a batch), and both are measured the same way.
         let register = r#"{"type":"register","role":"dashboard","serverId":null,"batchUpdates":true}"#;
-        let subscribe = r#"{"type":"subscribe","serverId":null}"#;
+        // System 1's broadcaster is asked the same: the processed updates only, batched (System 2
+        // answers this message with an error it goes on after; the agents ignore it).
+        let subscribe = r#"{"type":"subscribe","serverId":null,"batchUpdates":true}"#;
         if ws.send(Message::Text(register.into())).await.is_err()
             || ws.send(Message::Text(subscribe.into())).await.is_err()
         {

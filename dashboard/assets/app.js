@@ -145,12 +145,13 @@
       s.connectedAt = receiptNow();
       s.connects += 1;
       dirtyText = true;
-      // System 2: a dashboard, every server, batched frames (each item keeps its own timestamp).
-      // System 1's broadcaster: every server. Each system ignores the other's message politely.
+      // Both systems: every server, batched frames (each item keeps its own timestamp and seq, so
+      // every latency and gap count stays exact). The browser's cost is per frame: System 1's one
+      // event per frame, ingested and processed, was what the page could not keep up with.
       if (s.name === "system2") {
         ws.send(JSON.stringify({type: "register", role: "dashboard", serverId: null, batchUpdates: true}));
       } else {
-        ws.send(JSON.stringify({type: "subscribe", serverId: null}));
+        ws.send(JSON.stringify({type: "subscribe", serverId: null, batchUpdates: true}));
       }
     };
     ws.onmessage = (event) => onFrame(s, event.data, receiptNow());
@@ -346,6 +347,7 @@
         state: s.state,
         connects: s.connects,
         frames: s.frames,
+        ignored: s.ignored,
         updates: s.updates,
         metrics: s.metrics,
         coalesced: s.coalesced,

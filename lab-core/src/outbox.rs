@@ -116,13 +116,60 @@ impl<F: FrameText> Update<F> {
         }
     }
 
-    /// The payload of a `metric.update` frame, for `metric.updates` batches.
+    /// The payload object of its frame — a System 2 `metric.update`'s or a System 1 event's — for
+    /// `metric.updates` batches; the whole frame if it has none. The object's end is found by
+    /// scanning it (strings and escapes respected), so the payload need not be the frame's last key.
     pub fn payload(&self) -> &str {
-        self.frame
+        let frame: &str = &self.frame;
+        // System 2's own frames, built by `Update::new` (or annotated): the payload is the rest.
+        if let Some(payload) = frame
             .strip_prefix(UPDATE_PREFIX)
-            .and_then(|rest| rest.strip_suffix('}'))
-            .unwrap_or(&self.frame)
+            .and_then(|r| r.strip_suffix('}'))
+        {
+            return payload;
+        }
+        let Some(at) = frame.find(PAYLOAD_KEY) else {
+            return frame;
+        };
+        let start = at + PAYLOAD_KEY.len() - 1;
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for (i, b) in frame.bytes().enumerate().skip(start) {
+            match (in_string, escaped, b) {
+                (true, true, _) => escaped = false,
+                (true, false, b'\\') => escaped = true,
+                (true, false, b'"') => in_string = false,
+                (true, false, _) => {}
+                (false, _, b'"') => in_string = true,
+                (false, _, b'{' | b'[') => depth += 1,
+                (false, _, b'}' | b']') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return &frame[start..=i];
+                    }
+                }
+                _ => {}
+            }
+        }
+        frame
     }
+}
+
+/// `{"type":"metric.updates","items":[…]}` from already-serialized updates: their payloads, copied
+/// once into one frame. Both systems' dashboards that asked for `batchUpdates` get these; each item
+/// keeps its own `timestamp` (and `seq`, and coalescing fields), so batching changes how many frames
+/// a dashboard parses, never a latency it computes.
+pub fn batch_frame<F: FrameText>(updates: &[Arc<Update<F>>]) -> String {
+    let size: usize = updates.iter().map(|u| u.payload().len() + 1).sum();
+    let mut frame = String::with_capacity(size + 40);
+    frame.push_str(r#"{"type":"metric.updates","items":["#);
+    for (i, update) in updates.iter().enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(update.payload());
+    }
+    frame.push_str("]}");
+    frame
 }
 
 /// What happened to a pushed update.
@@ -556,7 +603,40 @@ mod tests {
     #[test]
     fn verbatim_frames_travel_unchanged() {
         let u: Update<String> = Update::verbatim("s", r#"{"type":"metric.processed"}"#.to_owned());
-        assert_eq!(u.payload(), r#"{"type":"metric.processed"}"#);
+        assert_eq!(u.frame.as_str(), r#"{"type":"metric.processed"}"#);
+        assert_eq!(
+            u.payload(),
+            r#"{"type":"metric.processed"}"#,
+            "no payload: the whole frame"
+        );
+    }
+
+    #[test]
+    fn a_system1_events_payload_batches_like_a_system2_update() {
+        let event =
+            r#"{"type":"metric.processed","entryId":"1-0","payload":{"serverId":"s","timestamp":5,"seq":7}}"#;
+        let u: Arc<Update<String>> = Arc::new(Update::verbatim("s", event.to_owned()));
+        assert_eq!(u.payload(), r#"{"serverId":"s","timestamp":5,"seq":7}"#);
+        // Wherever the payload stands in the frame, with braces and quotes inside its strings.
+        let odd = r#"{"payload":{"serverId":"s}\"{","w":{"x":[1,{"y":2}]}},"type":"metric.processed"}"#;
+        let o: Update<String> = Update::verbatim("s", odd.to_owned());
+        assert_eq!(o.payload(), r#"{"serverId":"s}\"{","w":{"x":[1,{"y":2}]}}"#);
+        let v: Arc<Update<String>> = Arc::new(Update::new("t", r#"{"serverId":"t"}"#));
+        assert_eq!(
+            batch_frame(&[u, v]),
+            r#"{"type":"metric.updates","items":[{"serverId":"s","timestamp":5,"seq":7},{"serverId":"t"}]}"#
+        );
+        let coalesced = every_update(1);
+        for n in 0..3 {
+            coalesced.push(&Arc::new(
+                Update::verbatim("s", event.replace("\"seq\":7", &format!("\"seq\":{n}"))).with_seq(Some(n)),
+            ));
+        }
+        // The coalescing fields stay inside the payload, so inside the batch item.
+        assert!(
+            batch_frame(&coalesced.take(5))
+                .contains(r#"{"coalesced":1,"firstSeq":1,"lastSeq":2,"serverId":"s""#)
+        );
     }
 
     #[test]

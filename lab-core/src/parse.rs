@@ -385,8 +385,21 @@ fn diagnose_register(tree: &Value, problems: &mut Vec<Problem>) -> Option<Client
     }))
 }
 
+/// System 1's `subscribe`: an optional `serverId` filter (`null`: all servers) and **(ext)** an
+/// optional `batchUpdates`.
+fn diagnose_subscribe(tree: &Value, problems: &mut Vec<Problem>) -> Option<DashboardRequest> {
+    let mut f = Fields::of(tree, "", None, problems)?;
+    f.deny_unknown(&["type", "serverId", "batchUpdates"]);
+    let server_id = f.opt_str("serverId", problem::check_server_id).map(str::to_owned);
+    let batch_updates = f.opt_bool("batchUpdates").unwrap_or(false);
+    Some(DashboardRequest::Subscribe {
+        server_id,
+        batch_updates,
+    })
+}
+
 /// A message whose only field beside `type` is an optional `serverId` filter: System 2's and System 1's
-/// `snapshot.request`, and System 1's `subscribe`. `Some(None)` means "all servers".
+/// `snapshot.request`. `Some(None)` means "all servers".
 fn diagnose_server_filter(tree: &Value, problems: &mut Vec<Problem>) -> Option<Option<String>> {
     let mut f = Fields::of(tree, "", None, problems)?;
     f.deny_unknown(&["type", "serverId"]);
@@ -403,11 +416,7 @@ pub fn parse_dashboard_request(bytes: &[u8]) -> Result<DashboardRequest, ParseEr
     let tree = parse_tree(bytes)?;
     let mut problems = Vec::new();
     let (kind, request) = match tree.get("type").and_then(Value::as_str) {
-        Some("subscribe") => (
-            "subscribe",
-            diagnose_server_filter(&tree, &mut problems)
-                .map(|server_id| DashboardRequest::Subscribe { server_id }),
-        ),
+        Some("subscribe") => ("subscribe", diagnose_subscribe(&tree, &mut problems)),
         Some("snapshot.request") => (
             "snapshot.request",
             diagnose_server_filter(&tree, &mut problems)

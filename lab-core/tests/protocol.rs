@@ -181,11 +181,22 @@ fn every_system1_dashboard_request_parses() {
             r#"{"type":"subscribe","serverId":"server-1"}"#,
             DashboardRequest::Subscribe {
                 server_id: Some("server-1".into()),
+                batch_updates: false,
             },
         ),
         (
             r#"{"type":"subscribe","serverId":null}"#,
-            DashboardRequest::Subscribe { server_id: None },
+            DashboardRequest::Subscribe {
+                server_id: None,
+                batch_updates: false,
+            },
+        ),
+        (
+            r#"{"type":"subscribe","serverId":null,"batchUpdates":true}"#,
+            DashboardRequest::Subscribe {
+                server_id: None,
+                batch_updates: true,
+            },
         ),
         (
             r#"{"type":"snapshot.request"}"#,
@@ -203,6 +214,31 @@ fn every_system1_dashboard_request_parses() {
             parse_dashboard_request(text.as_bytes()).unwrap(),
             expected,
             "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_system1_subscribe_with_a_wrong_batch_flag_or_an_unknown_field_names_it() {
+    for (text, field, says) in [
+        (
+            r#"{"type":"subscribe","batchUpdates":"yes"}"#,
+            "/batchUpdates",
+            "must be a boolean",
+        ),
+        (
+            r#"{"type":"subscribe","maxHz":5}"#,
+            "/maxHz",
+            "is not a known field",
+        ),
+    ] {
+        let e = parse_dashboard_request(text.as_bytes()).unwrap_err();
+        let problems = e.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == field && p.message.contains(says)),
+            "{text}: {problems:?}"
         );
     }
 }

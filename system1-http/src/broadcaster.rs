@@ -34,6 +34,12 @@
 //! (stream), `unsubscribed` with `null` (pub/sub cannot know), `reset` when the stream's numbers went
 //! backwards (Redis lost its data). Counted: `gaps`, `gapEvents` in `/api/monitoring`.
 //!
+//! **(ext)** A dashboard that subscribes with `"batchUpdates":true` gets what a System 2 dashboard that
+//! asks the same gets: the aggregated updates only (`metric.processed` payloads, no `metric.ingested`),
+//! as many per `{"type":"metric.updates","items":[…]}` frame as are ready — never waiting to fill one.
+//! A browser's cost is per frame, not per byte: one event per frame is what kept the lab's page from
+//! keeping up with System 1 at load (docs/dashboard.md).
+//!
 //! A new dashboard receives every server's events until it subscribes with a filter. Events are not
 //! re-serialized: the text Redis delivers is the text dashboards receive. A slow dashboard is handled as
 //! in System 2 (queue, then coalesce to the latest per server, then drop and count, then close 1008):
@@ -252,8 +258,13 @@ impl Hub {
         let key = format!("{}\u{0}{server}", event.kind);
         let update = Arc::new(Update::verbatim(&key, Utf8Bytes::from(text)).with_seq(event.payload.seq));
         self.stats.relayed.inc();
+        let processed = event.kind == "metric.processed";
         for outbox in dashboards.iter() {
             if outbox.preferences.filter.as_deref().is_some_and(|f| f != server) {
+                continue;
+            }
+            // A batching dashboard asked for updates: the aggregated state, not the pipeline's stages.
+            if outbox.preferences.batch && !processed {
                 continue;
             }
             match outbox.push(&update) {
@@ -588,7 +599,7 @@ async fn dashboard(mut socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken
     // `inc` returns the count before this one: one atomic step, so two dashboards arriving together
     // cannot both see room for one.
     let open = hub.stats.connections.inc() + 1;
-    let mut outbox = new_outbox(&hub, id, None);
+    let mut outbox = new_outbox(&hub, id, None, false);
     let reason = if open as u64 > hub.config.max_connections {
         Some(close(CloseReason::ConnectionLimit))
     } else {
@@ -602,12 +613,12 @@ async fn dashboard(mut socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken
     hub.stats.connections.dec();
 }
 
-/// A dashboard's outbox for this filter.
-fn new_outbox(hub: &Hub, id: u64, filter: Option<String>) -> Arc<Outbox> {
+/// A dashboard's outbox for this filter, batched or not.
+fn new_outbox(hub: &Hub, id: u64, filter: Option<String>, batch: bool) -> Arc<Outbox> {
     let preferences = Preferences {
         filter,
         max_hz: None,
-        batch: false,
+        batch,
     };
     Arc::new(Outbox::new(id, preferences, hub.config.dashboard_queue as usize))
 }
@@ -663,10 +674,10 @@ async fn serve_dashboard(
                     _ => continue,
                 };
                 let reply = match parse_dashboard_request(bytes) {
-                    Ok(DashboardRequest::Subscribe { server_id }) => {
+                    Ok(DashboardRequest::Subscribe { server_id, batch_updates }) => {
                         // A new filter: a new outbox. What the old one still held is dropped with it,
                         // and counted as dropped, not silently lost.
-                        let fresh = new_outbox(hub, current.connection_id, server_id.clone());
+                        let fresh = new_outbox(hub, current.connection_id, server_id.clone(), batch_updates);
                         hub.replace(current.connection_id, Some(fresh.clone()));
                         let (queued, coalesced) = current.depth();
                         hub.stats.dropped.inc_by((queued + coalesced) as u64);
@@ -699,8 +710,15 @@ async fn serve_dashboard(
                     }
                 }
                 let events = current.take(EVENTS_PER_WAKE);
-                for event in &events {
-                    match timeout(slow, socket.feed(Message::Text(event.frame.clone()))).await {
+                // A batching dashboard gets one `metric.updates` frame for what is ready, as System 2's
+                // does; the others one frame per event, as the original.
+                let frames: Vec<Utf8Bytes> = if current.preferences.batch && !events.is_empty() {
+                    vec![lab_core::outbox::batch_frame(&events).into()]
+                } else {
+                    events.iter().map(|e| e.frame.clone()).collect()
+                };
+                for frame in frames {
+                    match timeout(slow, socket.feed(Message::Text(frame))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return None,
                         Err(_) => return Some(close(CloseReason::WriteStalled)),

@@ -140,6 +140,75 @@ async fn events_are_relayed_verbatim_to_dashboards_that_want_them() {
     }
 }
 
+/// `batchUpdates`: a dashboard gets only the aggregated updates (no `metric.ingested`), their payloads
+/// batched into `metric.updates` frames as System 2 sends them, every seq once; another dashboard on
+/// the same broadcaster still gets every event in a frame of its own.
+#[tokio::test]
+async fn a_batching_dashboard_gets_the_processed_payloads_in_metric_updates_frames() {
+    let redis = RedisServer::start().unwrap();
+    let url = start_broadcaster(&redis, &["--fanout", "pubsub"]).await;
+    let mut batched = connect(&url).await;
+    let mut plain = connect(&url).await;
+    send(
+        &mut batched,
+        json!({"type": "subscribe", "serverId": null, "batchUpdates": true}),
+    )
+    .await;
+    assert_eq!(recv(&mut batched).await["type"], "subscription.ack");
+    send(&mut plain, json!({"type": "subscribe", "serverId": null})).await;
+    assert_eq!(recv(&mut plain).await["type"], "subscription.ack");
+
+    let mut con = redis.connection();
+    let n = 500u64;
+    for seq in 0..n {
+        let _: () = con
+            .publish("metrics:pubsub", event("metric.ingested", "a", seq))
+            .unwrap();
+        let _: () = con
+            .publish("metrics:pubsub", event("metric.processed", "a", seq))
+            .unwrap();
+    }
+    let mut seqs = Vec::new();
+    let mut frames = 0;
+    while (seqs.len() as u64) < n {
+        let frame = recv(&mut batched).await;
+        assert_eq!(frame["type"], "metric.updates", "{frame}");
+        frames += 1;
+        for item in frame["items"].as_array().unwrap() {
+            assert_eq!(item["serverId"], "a", "{item}");
+            assert!(
+                item.get("type").is_none() && item.get("entryId").is_none(),
+                "a payload: {item}"
+            );
+            seqs.push(item["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        seqs,
+        (0..n).collect::<Vec<_>>(),
+        "every processed seq once, in order"
+    );
+    assert!(frames <= n as usize);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), batched.next())
+            .await
+            .is_err(),
+        "and no ingested event after them"
+    );
+    for _ in 0..2 * n {
+        let frame = recv(&mut plain).await;
+        assert!(
+            frame["type"] == "metric.ingested" || frame["type"] == "metric.processed",
+            "{frame}"
+        );
+    }
+    // A wrong flag is named, and the subscription stays as it was.
+    send(&mut batched, json!({"type": "subscribe", "batchUpdates": 1})).await;
+    let error = recv(&mut batched).await;
+    assert_eq!(error["message"], "Malformed client message", "{error}");
+    assert_eq!(error["details"][0]["path"], "/batchUpdates", "{error}");
+}
+
 #[tokio::test]
 async fn snapshots_come_from_the_workers_hashes() {
     let redis = RedisServer::start().unwrap();

@@ -26,7 +26,6 @@ use lab_core::outbox::Preferences;
 
 use crate::hub::Outbox;
 
-type Update = lab_core::outbox::Update<axum::extract::ws::Utf8Bytes>;
 use crate::stats::CloseReason;
 
 /// Most messages handled per wake-up before the loop looks at its other duties (heartbeat,
@@ -412,7 +411,7 @@ impl Connection {
         }
         self.hub.stats.updates_sent.inc_by(updates.len() as u64);
         if outbox.preferences.batch {
-            self.feed(socket, batch_frame(&updates)).await?;
+            self.feed(socket, lab_core::outbox::batch_frame(&updates)).await?;
         } else {
             for update in &updates {
                 self.feed(socket, update.frame.clone()).await?;
@@ -511,21 +510,6 @@ fn server_limit_frame(details: Vec<Problem>) -> ServerFrame {
         message: "Server limit reached".into(),
         details,
     }
-}
-
-/// `{"type":"metric.updates","items":[…]}` from already-serialized payloads.
-fn batch_frame(updates: &[Arc<Update>]) -> String {
-    let size: usize = updates.iter().map(|u| u.payload().len() + 1).sum();
-    let mut frame = String::with_capacity(size + 40);
-    frame.push_str(r#"{"type":"metric.updates","items":["#);
-    for (i, update) in updates.iter().enumerate() {
-        if i > 0 {
-            frame.push(',');
-        }
-        frame.push_str(update.payload());
-    }
-    frame.push_str("]}");
-    frame
 }
 
 /// Compares secrets in time that does not depend on where they differ.

@@ -468,12 +468,7 @@ fn fault_sentence(data: &RunData) -> String {
             "Counted by seq over the whole run, without faults: {meaning}. This scenario injects no fault: System 1 keeps accepted metrics in Redis across a process restart, System 2 keeps them only in memory — `lab run faults` measures that."
         );
     }
-    let lost = |n: usize| -> u64 {
-        steps
-            .iter()
-            .filter_map(|s| s.reports[n].as_ref()?.lost)
-            .sum()
-    };
+    let lost = |n: usize| -> u64 { steps.iter().filter_map(|s| s.reports[n].as_ref()?.lost).sum() };
     let kinds: Vec<&str> = steps
         .iter()
         .flat_map(|s| s.faults.iter().map(|f| f.kind.as_str()))

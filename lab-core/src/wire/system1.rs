@@ -257,6 +257,11 @@ pub enum DashboardRequest {
     Subscribe {
         /// Which server, or all.
         server_id: Option<String>,
+        /// **(ext)** `"batchUpdates":true`: what a System 2 dashboard that asks the same gets — the
+        /// aggregated updates (`metric.processed` payloads; no `metric.ingested`), as many per
+        /// `{"type":"metric.updates","items":[…]}` frame as are ready. Absent or `false`: every event,
+        /// one per frame, as the original.
+        batch_updates: bool,
     },
     /// `{"type":"snapshot.request","serverId"?}`.
     SnapshotRequest {
