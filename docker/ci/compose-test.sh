@@ -56,7 +56,8 @@ cleanup() {
     timeout 120 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   fi
   docker image rm "telemetry-lab:$LAB_IMAGE_TAG" >/dev/null 2>&1 || true
-  rm -rf "$work" target/docker-bin
+  rm -rf "$work"
+  find docker/prebuilt -type f ! -name README.md -delete 2>/dev/null || true
   if [ "$status" -eq 0 ]; then say "passed"; else say "FAILED" >&2; fi
   exit "$status"
 }
@@ -74,16 +75,15 @@ say "binaries: cargo build ($profile), copied into the prebuilt image"
 release=()
 [ "$profile" = release ] && release=(--release)
 cargo build --quiet "${release[@]}" --bins -p system1-http -p system2-ws -p agents -p dashboard -p experiments
-mkdir -p target/docker-bin
 for bin in system1 system2 agents dashboard lab; do
-  ln -f "target/$profile/$bin" target/docker-bin/ 2>/dev/null || cp "target/$profile/$bin" target/docker-bin/
+  ln -f "target/$profile/$bin" docker/prebuilt/ 2>/dev/null || cp "target/$profile/$bin" docker/prebuilt/
 done
 agents="target/$profile/agents"
 timeout 300 docker build -q --target prebuilt -t "telemetry-lab:$LAB_IMAGE_TAG" -f docker/Dockerfile . >/dev/null
 
-say "up -d"
+say "up -d, with System 1's API scaled to 3 replicas behind nginx"
 up=true
-timeout 180 "${compose[@]}" up -d --no-build
+timeout 180 "${compose[@]}" up -d --no-build --scale system1-api=3
 
 say "waiting until every service is healthy"
 deadline=$((SECONDS + 120))
@@ -103,7 +103,7 @@ while :; do
   sleep 2
 done
 count=$("${compose[@]}" ps -q | wc -l)
-[ "$count" -ge 10 ] || fail "only $count containers (expected redis, 3 System 1 roles with 2 workers, System 2, dashboard, 2 agents, tls-cert, nginx)"
+[ "$count" -eq 13 ] || fail "$count containers, not 13 (redis, 3 API replicas, 2 workers, the broadcaster, System 2, the dashboard, 2 agents, tls-cert, nginx)"
 say "all $count containers healthy (tls-cert done)"
 
 say "the dashboard through nginx"
@@ -136,6 +136,12 @@ load() { # name, then the agents' flags
 say "both systems' WebSockets deliver updates, through nginx"
 load system1 --target "$http/metrics" --dashboard "ws://127.0.0.1:$LAB_HTTP_PORT/system1/ws"
 load system2 --target "ws://127.0.0.1:$LAB_HTTP_PORT/system2/ws" --dashboard "ws://127.0.0.1:$LAB_HTTP_PORT/system2/ws"
+
+# nginx's access log names the upstream of each request: the ingest went to every API replica.
+replicas=$(docker logs "$("${compose[@]}" ps -q nginx)" 2>/dev/null | grep -E '"POST /metrics HTTP/1.1" 202' |
+  grep -oE 'upstream=[0-9.]+:4000' | sort -u | wc -l)
+[ "$replicas" -eq 3 ] || fail "nginx sent the ingest to $replicas API replicas, not 3"
+say "nginx spread the ingest over all 3 API replicas (least_conn)"
 
 say "kill one System 1 worker: the other carries on"
 mapfile -t workers < <("${compose[@]}" ps -q system1-worker)
