@@ -56,7 +56,8 @@ cleanup() {
     timeout 120 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
   fi
   docker image rm "telemetry-lab:$LAB_IMAGE_TAG" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  rm -rf "$work" "reports/compose-test-$$"
+  rmdir reports 2>/dev/null || true
   find docker/prebuilt -type f ! -name README.md -delete 2>/dev/null || true
   if [ "$status" -eq 0 ]; then say "passed"; else say "FAILED" >&2; fi
   exit "$status"
@@ -150,6 +151,17 @@ docker kill "${workers[0]}" >/dev/null
 [ "$(docker inspect -f '{{.State.Running}}' "${workers[0]}")" = false ] || fail "the killed worker still runs"
 load system1-after-kill --target "$http/metrics" --dashboard "ws://127.0.0.1:$LAB_HTTP_PORT/system1/ws"
 [ "$(docker inspect -f '{{.State.Health.Status}}' "${workers[1]}")" = healthy ] || fail "the other worker is not healthy"
+
+# The experiments in their container: a short `lab run quick` (each step its own private Redis and
+# systems inside the container) writes its report into the mounted ./reports, as the current user.
+say "docker compose run --rm lab run quick (shortened), into ./reports"
+mkdir -p reports
+out="reports/compose-test-$$"
+LAB_UID=$(id -u) LAB_GID=$(id -g) timeout 180 "${compose[@]}" run --rm lab run quick \
+  --set duration=2s --set warmup=0s --set cooldown=0s --out "$out" >"$work/lab-run.log" 2>&1 ||
+  fail "lab run in its container: $(tail -20 "$work/lab-run.log")"
+[ -s "$out/report.md" ] && [ -s "$out/report.html" ] || fail "no report in $out: $(ls "$out" 2>&1)"
+grep -q "System 2" "$out/report.md" || fail "$out/report.md has no System 2 figures"
 
 say "down -v"
 timeout 120 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1
