@@ -139,8 +139,16 @@ fn id_prefix(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Where to send: ws://host:4100 (System 2) or http://host:4000 (System 1; /metrics is added).
+    /// https://… sends over TLS (HTTP/2 or HTTP/1.1 chosen by ALPN as --protocol says) and needs
+    /// --tls-ca.
     #[arg(long, env = "AGENTS_TARGET", default_value = "ws://127.0.0.1:4100")]
     pub target: String,
+
+    /// The certificate (PEM) to trust for an https:// target: the lab's nginx's or `system1 api
+    /// --tls-self-signed`'s self-signed certificate, or the CA that signed it. Nothing else is
+    /// trusted: the agents load a lab, not the internet, so no system trust store is read.
+    #[arg(long, env = "AGENTS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 
     /// How to send. Defaults to ws for ws:// targets and http1 for http:// ones.
     #[arg(long, env = "AGENTS_PROTOCOL", value_enum)]
@@ -255,14 +263,22 @@ impl RunArgs {
         let protocol = self.protocol();
         let scheme_ok = match protocol {
             Protocol::Ws => self.target.starts_with("ws://") || self.target.starts_with("wss://"),
-            Protocol::Http1 | Protocol::Http2 => self.target.starts_with("http://"),
+            Protocol::Http1 | Protocol::Http2 => {
+                self.target.starts_with("http://") || self.target.starts_with("https://")
+            }
         };
         if !scheme_ok {
             return Err(format!(
-                "--target {:?} does not fit --protocol {:?}: use ws://… for ws and http://… for http1/http2 \
-                 (https is not supported by the agents yet)",
+                "--target {:?} does not fit --protocol {:?}: use ws://… for ws and http://… or https://… \
+                 for http1/http2",
                 self.target,
                 format!("{protocol:?}").to_lowercase()
+            ));
+        }
+        if self.target.starts_with("https://") && self.tls_ca.is_none() {
+            return Err(format!(
+                "--target {:?} is https: give the certificate to trust with --tls-ca FILE (PEM)",
+                self.target
             ));
         }
         if self.jitter_ms > 0 && self.batch > 1 {

@@ -11,6 +11,7 @@
 //! counted under `disconnected`; the dashboard's `seq` accounting tells whether they arrived anyway.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lab_core::Metric;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -321,16 +323,31 @@ enum HttpSender {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
+/// Where an HTTP lane sends: parsed once per lane from `--target`.
 struct HttpTarget {
     authority: String,
     uri: String,
     path: String,
+    /// Set for an https:// target: the TLS client and the name the certificate must carry.
+    tls: Option<TlsTarget>,
+}
+
+/// TLS for an https:// target. ALPN offers exactly the protocol asked for (`h2` or `http/1.1`), so
+/// that a server or proxy which cannot speak it fails the handshake loudly instead of silently
+/// serving the other one: the lab must know which protocol it measured.
+struct TlsTarget {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
 }
 
 fn http_target(target: &str) -> Result<HttpTarget, String> {
-    let rest = target
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{target:?} is not an http:// URL"))?;
+    let (scheme, rest, default_port) = if let Some(rest) = target.strip_prefix("http://") {
+        ("http", rest, 80)
+    } else if let Some(rest) = target.strip_prefix("https://") {
+        ("https", rest, 443)
+    } else {
+        return Err(format!("{target:?} is not an http:// or https:// URL"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -343,13 +360,62 @@ fn http_target(target: &str) -> Result<HttpTarget, String> {
     let authority = if authority.contains(':') {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     Ok(HttpTarget {
-        uri: format!("http://{authority}{path}"),
+        uri: format!("{scheme}://{authority}{path}"),
         authority,
         path,
+        tls: None,
     })
+}
+
+impl HttpTarget {
+    /// Adds TLS to an https:// target, trusting only the certificates in `ca` (PEM).
+    fn with_tls(mut self, ca: Option<&Path>, protocol: Protocol) -> Result<Self, String> {
+        if !self.uri.starts_with("https://") {
+            return Ok(self);
+        }
+        let ca = ca.ok_or("an https:// target needs --tls-ca FILE")?;
+        let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "--tls-ca {}: no -----BEGIN CERTIFICATE----- block",
+                ca.display()
+            ));
+        }
+        // The `ring` provider, as System 1's server side (aws-lc-rs needs cmake and nasm to build).
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![match protocol {
+            Protocol::Http2 => b"h2".to_vec(),
+            _ => b"http/1.1".to_vec(),
+        }];
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host:?} cannot be checked against a certificate: {e}"))?;
+        self.tls = Some(TlsTarget {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            name,
+        });
+        Ok(self)
+    }
 }
 
 async fn http_connect(target: &HttpTarget, protocol: Protocol) -> Result<HttpSender, String> {
@@ -357,7 +423,27 @@ async fn http_connect(target: &HttpTarget, protocol: Protocol) -> Result<HttpSen
         .await
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(stream);
+    match &target.tls {
+        None => http_handshake(TokioIo::new(stream), protocol).await,
+        Some(tls) => {
+            let stream = tls
+                .connector
+                .connect(tls.name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            if protocol == Protocol::Http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err("TLS: the server did not agree to HTTP/2 (no h2 by ALPN)".into());
+            }
+            http_handshake(TokioIo::new(stream), protocol).await
+        }
+    }
+}
+
+/// The HTTP handshake over a connected (cleartext or TLS) stream.
+async fn http_handshake<I>(io: I, protocol: Protocol) -> Result<HttpSender, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     match protocol {
         Protocol::Http2 => {
             let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -383,20 +469,29 @@ enum Posted {
 }
 
 async fn post(sender: &mut HttpSender, target: &HttpTarget, body: Bytes) -> Posted {
-    let request = |uri: &str| {
-        Request::post(uri)
-            .header(header::HOST, &target.authority)
+    // HTTP/1.1 names the host in a `Host` header; HTTP/2 in the `:authority` pseudo-header, which
+    // hyper takes from the full URI. Both at once is legal but refused by some proxies (nginx 1.22
+    // answers 400, "duplicate host header"), so each protocol gets only its own.
+    let request = |uri: &str, host: Option<&str>| {
+        let mut request = Request::post(uri);
+        if let Some(host) = host {
+            request = request.header(header::HOST, host);
+        }
+        request
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body.clone()))
             .expect("a valid request")
     };
     let response = match sender {
         HttpSender::H1(s) => match s.ready().await {
-            Ok(()) => s.send_request(request(&target.path)).await,
+            Ok(()) => {
+                s.send_request(request(&target.path, Some(&target.authority)))
+                    .await
+            }
             Err(e) => return Posted::Broken(e.to_string()),
         },
         HttpSender::H2(s) => match s.ready().await {
-            Ok(()) => s.send_request(request(&target.uri)).await,
+            Ok(()) => s.send_request(request(&target.uri, None)).await,
             Err(e) => return Posted::Broken(e.to_string()),
         },
     };
@@ -478,7 +573,9 @@ async fn deliver(
 }
 
 async fn http_lane(lane: &mut Lane, ctx: &Arc<Ctx>) {
-    let target = match http_target(&ctx.args.target) {
+    let target = match http_target(&ctx.args.target)
+        .and_then(|t| t.with_tls(ctx.args.tls_ca.as_deref(), ctx.args.protocol()))
+    {
         Ok(t) => Arc::new(t),
         Err(e) => {
             ctx.recorder.error(e, 1);
@@ -569,6 +666,22 @@ mod tests {
         assert_eq!(http_target("http://h:1/ingest").unwrap().path, "/ingest");
         assert_eq!(http_target("http://h").unwrap().authority, "h:80");
         assert!(http_target("ws://h").is_err());
+        let t = http_target("https://localhost/system1/metrics").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.uri.as_str()),
+            ("localhost:443", "https://localhost:443/system1/metrics")
+        );
+        let no_ca = http_target("https://localhost")
+            .unwrap()
+            .with_tls(None, Protocol::Http2);
+        assert!(no_ca.is_err_and(|e| e.contains("--tls-ca")));
+        let not_pem = tempfile::NamedTempFile::new().unwrap();
+        let err = http_target("https://localhost")
+            .unwrap()
+            .with_tls(Some(not_pem.path()), Protocol::Http2)
+            .err()
+            .unwrap();
+        assert!(err.contains("no -----BEGIN CERTIFICATE----- block"), "{err}");
     }
 
     #[test]
