@@ -7,7 +7,7 @@
 //! | [`up`] | `lab up`: Redis, both systems and their agents as child processes, and the live view |
 //! | [`scenario`] | scenario files (TOML): parsing, checking, the built-in scenarios |
 //! | [`run`] | `lab run`: one `lab up` per step, the progress bar, the raw data |
-//! | [`env`] | `env.json`: machine, versions, commit, load average |
+//! | [`env`](mod@env) | `env.json`: machine, versions, commit, load average |
 //! | [`report`] | `report.md`, `report.html`, plots (SVG), `figures.csv`, `.hgrm` files |
 //! | [`compare`] | `lab compare A B` |
 //!

@@ -11,7 +11,7 @@
 //!
 //! Servers live in 64 shards, each a `Mutex<HashMap>`, so producers of different servers rarely wait
 //! for each other. The update is pushed while the shard is still locked, which keeps each server's
-//! updates in order at every dashboard. Pushing never blocks (see [`crate::outbox`]).
+//! updates in order at every dashboard. Pushing never blocks (see [`lab_core::outbox`]).
 //!
 //! Dashboards are looked up through an immutable [`Registry`] behind an `ArcSwap`: every metric reads
 //! it without a lock; the rare register/unregister builds a new one and swaps it in.

@@ -1,5 +1,9 @@
 //! `lab`: the telemetry lab's front door. Run with `cargo lab --help`.
 
+// The doc comments below are clap's `--help` text, read in a terminal, where `<UTC time>` is plain
+// text and not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
