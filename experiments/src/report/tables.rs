@@ -559,7 +559,7 @@ const CPU_NOTE: &str = "Cores each process kept busy while the agents were sendi
 /// What the knee table says, with the scenario's bound.
 fn knee_note(data: &RunData) -> String {
     format!(
-        "Kept up: acknowledged at least 95 % of the offered rate, lost nothing by seq, and an end-to-end p99 of at most {} ms, with the load generator on schedule (a step where it fell behind is inconclusive). The knee lies between the two rates; the busiest process at the first rate that failed is the likely limit, and when all processes together use about every core, the machine is.",
+        "Kept up: acknowledged at least 95 % of the offered rate, lost and coalesced nothing by seq (a coalesced metric is not lost, but has no latency of its own), and an end-to-end p99 of at most {} ms, with the load generator on schedule (a step where it fell behind is inconclusive). The knee lies between the two rates; the busiest process at the first rate that failed is the likely limit, and when all processes together use about every core, the machine is.",
         data.record.scenario.knee_p99_ms.unwrap_or_default()
     )
 }
