@@ -76,29 +76,7 @@ pub enum Wire {
     Original,
 }
 
-/// Parses durations like `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 30s, 500ms, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m or h)")),
-    };
-    if !seconds.is_finite() || !(0.0..=30.0 * 86_400.0).contains(&seconds) {
-        return Err(format!("{s:?} must be between 0 and 30 days"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
+pub use lab_core::duration::parse_duration;
 
 fn probability(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;

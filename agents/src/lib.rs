@@ -24,7 +24,9 @@ pub mod config;
 pub mod dashboard;
 pub mod pacing;
 pub mod recorder;
-pub mod report;
+/// The report lives in lab-core, beside everything else the lab's tools read
+/// ([`lab_core::report`]); `agents::report` stays as its name here.
+pub use lab_core::report;
 pub mod send;
 pub mod sink;
 pub mod source;

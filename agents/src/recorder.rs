@@ -11,13 +11,7 @@ use hdrhistogram::Histogram;
 
 use crate::pacing::Clock;
 
-/// The largest latency recorded, in µs (one hour); larger values are clamped to it.
-pub const MAX_LATENCY_US: u64 = 3_600_000_000;
-
-/// A latency histogram in microseconds.
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
-}
+pub use lab_core::report::{MAX_LATENCY_US, histogram};
 
 /// Most `seq`s one coalesced update may say it covers (`lastSeq − firstSeq`). A wider range is not
 /// believed: marking it would cost memory in proportion to a number the server chose.

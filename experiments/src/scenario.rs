@@ -499,7 +499,7 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    agents::config::parse_duration(&text)
+    lab_core::duration::parse_duration(&text)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }

@@ -16,8 +16,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agents::config::Cli;
-use agents::report::Report;
 use clap::Parser;
+use lab_core::report::Report;
 use lab_testkit::{RedisServer, free_port};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

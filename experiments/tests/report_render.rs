@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agents::report::{Report, decode};
 use experiments::report::{RunData, hgrm, render, tables};
+use lab_core::report::{Report, decode};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quick-run")

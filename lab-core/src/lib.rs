@@ -14,6 +14,8 @@
 //! | [`wire`] | every other message of `shared/protocol.md`, for System 1 and System 2 |
 //! | [`aggregate`] | per-server sliding windows, O(1) per sample |
 //! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy both systems apply |
+//! | [`report`] | what a load run measured: the agents' report, read by `lab up`, `lab run` and the benchmarks |
+//! | [`duration`] | `30s`, `500ms`, `2m`: the one duration parser of every flag and scenario file |
 //! | [`logging`] | pino/bunyan JSON logs or human logs, and the `--log-level` flag |
 //! | [`secret`] | passwords and tokens that never print |
 //! | [`signal`] | waiting for Ctrl-C or SIGTERM, in every binary |
@@ -22,12 +24,14 @@
 //! → [`aggregate::ServerWindows::add`] → [`aggregate::WindowSummaries`] → [`wire`] messages out.
 
 pub mod aggregate;
+pub mod duration;
 pub mod limits;
 pub mod logging;
 pub mod metric;
 pub mod outbox;
 pub mod parse;
 pub mod problem;
+pub mod report;
 pub mod secret;
 pub mod signal;
 pub mod wire;

@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agents::config::Cli;
-use agents::report::Report;
 use clap::Parser;
+use lab_core::report::Report;
 use tokio_util::sync::CancellationToken;
 
 /// Simulated servers, each on its own WebSocket connection (as the lab's `agents --agents 10`).
@@ -131,7 +131,7 @@ fn main() {
     println!("# System 2 load benchmark\n");
     println!(
         "Machine: {}; System 2 and the agents share it.\n",
-        agents::report::machine()
+        lab_core::report::machine()
     );
     println!(
         "Open loop, measured by the agents: {AGENTS} simulated servers on {AGENTS} WebSocket connections, one dashboard (the agents', batched updates); each row on a fresh system2. ack = `metric.ack`; e2e = the update at the dashboard; both from each metric's due time; {seconds} s per row after 1 s warm-up; coalesced = metrics the dashboard got only inside a later update (not lost); load = the 1-minute load average after the row.\n"

@@ -11,7 +11,7 @@
 //! median plus 20 ms, whichever is most (so that neither a sub-ms baseline nor the ordinary jitter
 //! of a shared 2-core machine counts as a disruption).
 
-use agents::report::LiveSecond;
+use lab_core::report::LiveSecond;
 
 use super::svg::{Axis, COLOURS, Chart, Series};
 use super::tables::Table;
@@ -271,7 +271,7 @@ pub fn events(json: &serde_json::Value) -> Vec<FaultEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agents::report::{Percentiles, Second};
+    use lab_core::report::{Percentiles, Second};
 
     fn second(t: u64, intended: u64, delivered: u64, p99: Option<f64>) -> LiveSecond {
         LiveSecond {

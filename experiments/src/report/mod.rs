@@ -23,8 +23,8 @@ pub mod tables;
 
 use std::path::{Path, PathBuf};
 
-use agents::report::{LiveSecond, Report, decode};
 use anyhow::Context;
+use lab_core::report::{LiveSecond, Report, decode};
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Scenario, Step};

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use agents::report::Report;
+use lab_core::report::Report;
 
 use super::{RunData, SYSTEMS, StepData};
 

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agents::config::parse_duration;
 use clap::{Args, ValueEnum};
+use lab_core::duration::parse_duration;
 
 /// `lab up`'s flags; its help text is on the `up` subcommand in `src/bin/lab.rs`.
 #[derive(Debug, Clone, Args)]

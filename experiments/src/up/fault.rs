@@ -103,10 +103,11 @@ pub fn parse_fault(s: &str) -> Result<Fault, String> {
         Some((at, down)) => (at, Some(down)),
         None => (when, None),
     };
-    let at = agents::config::parse_duration(at).map_err(|e| format!("the time of {s:?}: {e}"))?;
+    let at = lab_core::duration::parse_duration(at).map_err(|e| format!("the time of {s:?}: {e}"))?;
     let down = match down {
         Some(d) => {
-            let d = agents::config::parse_duration(d).map_err(|e| format!("the down time of {s:?}: {e}"))?;
+            let d =
+                lab_core::duration::parse_duration(d).map_err(|e| format!("the down time of {s:?}: {e}"))?;
             if d.is_zero() {
                 return Err(format!(
                     "the down time of {s:?} is zero; leave it out for the default"

@@ -25,8 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agents::report::Report;
 use anyhow::Context;
+use lab_core::report::Report;
 
 use self::child::{Child, STOP_GRACE, Spec, describe};
 use self::config::{HttpProtocol, OnExit, OnlySystem, Port, Ports, UpArgs};

@@ -5,7 +5,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use agents::report::{LiveSecond, OVERDUE_AFTER_SECS, Percentiles, Report};
+use lab_core::report::{LiveSecond, OVERDUE_AFTER_SECS, Percentiles, Report};
 
 /// Where a system stands, for the view.
 #[derive(Debug, Clone)]
@@ -226,7 +226,7 @@ pub fn summary(systems: [(&str, Result<&Report, &str>); 2]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agents::report::{RunInfo, Second};
+    use lab_core::report::{RunInfo, Second};
 
     fn percentiles(p50: f64, p99: f64) -> Percentiles {
         Percentiles {

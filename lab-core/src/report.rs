@@ -1,4 +1,6 @@
-//! The report of a run: a human summary, and `--json` for the experiments.
+//! The report of a load run — what the lab's agents measure and everything that reads it (`lab up`,
+//! `lab run`, the benchmarks) — kept in the core because it is the lab's measuring interface, not the
+//! agents' private business: a human summary, and `--json` for the experiments.
 //!
 //! The top-level keys `sent`, `acked`, `errors`, `lost`, `coalesced`, `duplicates`, `intended_rate`, `achieved_rate`,
 //! `ack_latency_ms` and `e2e_latency_ms` (each with `p50`, `p90`, `p99`, `p999`, `max`, in
@@ -14,6 +16,14 @@ use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
+
+/// The largest latency recorded, in µs (one hour); larger values are clamped to it.
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// A latency histogram in microseconds, 3 significant digits: the one every report's histograms are.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
 
 /// Percentiles of a latency distribution, in milliseconds (`null` when nothing was measured).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -240,8 +250,8 @@ impl Report {
     /// Merges reports of agents that ran at the same time against the same system: counts and rates
     /// add up, histograms merge exactly, percentiles are recomputed from the merged histograms.
     pub fn merge(reports: &[Report]) -> Result<Report, HistogramError> {
-        let mut ack = crate::recorder::histogram();
-        let mut e2e = crate::recorder::histogram();
+        let mut ack = histogram();
+        let mut e2e = histogram();
         let mut out = reports
             .first()
             .cloned()
@@ -312,7 +322,7 @@ impl Report {
 
     /// A report with nothing measured.
     pub fn empty(run: RunInfo) -> Report {
-        let empty = crate::recorder::histogram();
+        let empty = histogram();
         Report {
             sent: 0,
             acked: 0,
@@ -451,7 +461,7 @@ mod tests {
     use super::*;
 
     fn report_with(latencies_us: &[u64], sent: u64) -> Report {
-        let mut h = crate::recorder::histogram();
+        let mut h = histogram();
         for &l in latencies_us {
             h.record(l).unwrap();
         }
