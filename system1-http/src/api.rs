@@ -47,77 +47,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::{ApiArgs, RedisArgs};
+use crate::store::{INGEST_SCRIPT, TRIM_STEP};
 
 pub mod tls;
 
 /// Seconds a client is told to wait (`Retry-After`) when Redis is unavailable or the API is busy.
 pub const RETRY_AFTER_SECS: u64 = 1;
-
-/// Entries the stream may grow past `--stream-maxlen` before it is trimmed back to it. Trimming in steps
-/// (as `MAXLEN ~` does with Redis's 100-entry nodes) makes its cost per metric small and constant.
-pub const TRIM_STEP: u64 = 100;
-
-/// Appends a request's metrics and announces them, atomically; then trims the stream if it is
-/// [`TRIM_STEP`] entries over its cap, counting what that drops unread.
-///
-/// KEYS: the stream, the trimmed-entries hash ([`crate::worker::trimmed_key`]). ARGV: maxlen, channel,
-/// count, trim step, then five values per metric: serverId, timestamp, metrics JSON, seq ('' for none),
-/// the metric's JSON.
-///
-/// **Why the script trims, rather than `XADD … MAXLEN ~`.** Trimming deletes the oldest entries whether
-/// or not a worker has processed them. To count the ones no worker has even read, we must know which
-/// entries go: so the script reads the ids of the oldest entries it is about to trim, compares them
-/// with each consumer group's `last-delivered-id` (anything newer was never delivered), adds the count
-/// to the hash (field `unread:<group>`), and trims exactly those. Entries that were delivered but not
-/// yet acknowledged are counted by the workers when they find them gone (see [`crate::worker`]): their
-/// consumer may still finish them. Redis's own `lag` cannot be used for this: after a trim, Redis 7.0
-/// inflates it for good, and newer versions silently forget the gap.
-const INGEST_SCRIPT: &str = r#"
-local maxlen, channel, n, step = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local ids = {}
-for m = 0, n - 1 do
-  local a = 5 + m * 5
-  local id
-  if ARGV[a + 3] == '' then
-    id = redis.call('XADD', KEYS[1], '*',
-      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2])
-  else
-    id = redis.call('XADD', KEYS[1], '*',
-      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2], 'seq', ARGV[a + 3])
-  end
-  redis.call('PUBLISH', channel, '{"type":"metric.ingested","entryId":"' .. id .. '","payload":' .. ARGV[a + 4] .. '}')
-  ids[m + 1] = id
-end
-local length = redis.call('XLEN', KEYS[1])
-if length >= maxlen + step then
-  local excess = length - maxlen
-  -- Stream ids are "<ms>-<seq>": compare them as two numbers.
-  local function parse(id)
-    local dash = string.find(id, '-', 1, true)
-    return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
-  end
-  local function newer(ams, aseq, bms, bseq)
-    return ams > bms or (ams == bms and aseq > bseq)
-  end
-  local doomed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-    local name, last
-    for i = 1, #group, 2 do
-      if group[i] == 'name' then name = group[i + 1] end
-      if group[i] == 'last-delivered-id' then last = group[i + 1] end
-    end
-    local lms, lseq = parse(last)
-    local unread = 0
-    for _, entry in ipairs(doomed) do
-      local ems, eseq = parse(entry[1])
-      if newer(ems, eseq, lms, lseq) then unread = unread + 1 end
-    end
-    if unread > 0 then redis.call('HINCRBY', KEYS[2], 'unread:' .. name, unread) end
-  end
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', maxlen)
-end
-return ids
-"#;
 
 /// Most bytes of an oversize body the API reads and throws away so that the client hears its `413`.
 ///
@@ -312,7 +247,7 @@ struct Inner {
     redis: ConnectionManager,
     script: redis::Script,
     stream_key: String,
-    /// Where trimming counts what it dropped unread ([`crate::worker::trimmed_key`]).
+    /// Where trimming counts what it dropped unread ([`crate::store::trimmed_key`]).
     trimmed_key: String,
     channel: String,
     maxlen: u64,
@@ -383,7 +318,7 @@ impl IngestApi {
             redis: connection,
             script: redis::Script::new(INGEST_SCRIPT),
             stream_key: redis.stream_key.clone(),
-            trimmed_key: crate::worker::trimmed_key(&redis.stream_key),
+            trimmed_key: crate::store::trimmed_key(&redis.stream_key),
             channel: redis.channel.clone(),
             maxlen: api.stream_maxlen,
             skew_ms: api.max_clock_skew_ms as f64,

@@ -73,7 +73,7 @@ pub struct RedisArgs {
     #[arg(
         long,
         env = "SYSTEM1_REDIS_STREAM_KEY",
-        default_value = "metrics:stream",
+        default_value = crate::store::DEFAULT_STREAM,
         global = true
     )]
     pub stream_key: String,
@@ -81,7 +81,7 @@ pub struct RedisArgs {
     #[arg(
         long,
         env = "SYSTEM1_REDIS_CHANNEL",
-        default_value = "metrics:pubsub",
+        default_value = crate::store::DEFAULT_CHANNEL,
         global = true
     )]
     pub channel: String,
@@ -91,7 +91,7 @@ pub struct RedisArgs {
     #[arg(
         long,
         env = "SYSTEM1_PROCESSED_STREAM",
-        default_value = "metrics:processed",
+        default_value = crate::store::DEFAULT_PROCESSED_STREAM,
         global = true
     )]
     pub processed_stream: String,
