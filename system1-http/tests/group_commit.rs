@@ -1,0 +1,330 @@
+//! The API's group commit against a real redis-server (lab-testkit): requests that arrive while a
+//! call is in flight go together in the next one, each answered on its own, only once durable.
+//!
+//! To make the grouping deterministic rather than a race, the tests hold the call in flight with
+//! `CLIENT PAUSE … WRITE` (Redis parks every write, scripts included, until `CLIENT UNPAUSE`), watch
+//! the queue fill through `/api/monitoring`, then release or kill Redis. (The API gives up on a call
+//! after 2 s, so each pause is kept well under that.)
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::api_cli;
+use lab_testkit::{Fsync, RedisServer};
+use redis::Commands;
+use serde_json::{Value, json};
+use system1_http::api::IngestApi;
+use system1_http::config::Role;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+struct Api {
+    urls: Vec<String>,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_api(redis: &RedisServer, extra: &[&str]) -> Api {
+    let cli = api_cli(redis, extra);
+    let Role::Api(api) = &cli.role else { unreachable!() };
+    let server = IngestApi::bind(api, &cli.redis).await.unwrap();
+    let urls = server
+        .local_addrs()
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Api { urls, _stop: stop }
+}
+
+fn metric(server: &str, seq: u64) -> Value {
+    json!({"serverId": server, "timestamp": lab_core::now_ms(), "metrics": {"cpu": (seq % 100) as f64, "memory": 20, "disk": 30}, "seq": seq})
+}
+
+/// A POST's status, body and `Retry-After`.
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value, Option<String>) {
+    let response = client
+        .post(format!("{url}/metrics"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response.json().await.unwrap_or(Value::Null), retry)
+}
+
+async fn monitoring(url: &str) -> Value {
+    reqwest::get(format!("{url}/api/monitoring"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits (5 s at most) until the API's `/api/monitoring` satisfies `ready`.
+async fn wait_for(url: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = monitoring(url).await;
+        if ready(&m) {
+            return m;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {m}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn pause_writes(redis: &RedisServer) {
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "1500", "WRITE"])
+        .query(&mut redis.connection())
+        .unwrap();
+}
+
+fn unpause(redis: &RedisServer) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut redis.connection())
+        .unwrap();
+}
+
+/// Every entry of the stream as (serverId, seq), by entry id.
+fn stored(redis: &RedisServer) -> HashMap<String, (String, u64)> {
+    let entries: redis::streams::StreamRangeReply = redis.connection().xrange_all("metrics:stream").unwrap();
+    let text = |e: &redis::streams::StreamId, name: &str| match e.map.get(name) {
+        Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).unwrap(),
+        other => panic!("{name}: {other:?}"),
+    };
+    entries
+        .ids
+        .iter()
+        .map(|e| {
+            (
+                e.id.clone(),
+                (text(e, "serverId"), text(e, "seq").parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Requests that arrive while a call is in flight all go in the next call, over both protocols, single
+/// metrics and batches mixed; each is acked with the ids of its own metrics, and the stream holds
+/// every metric exactly once.
+#[tokio::test]
+async fn requests_waiting_during_a_call_go_in_one_call_each_acked_with_its_own_ids() {
+    let redis = RedisServer::start().unwrap();
+    let api = start_api(&redis, &[]).await;
+    let http1 = reqwest::Client::new();
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // Connections opened (and the script loaded) before the pause.
+    for client in [&http1, &http2] {
+        assert_eq!(post(client, &api.urls[0], &metric("warm", 0)).await.0, 202);
+    }
+    wait_for(&api.urls[0], "two commits", |m| m["groupCommits"]["commits"] == 2).await;
+
+    pause_writes(&redis);
+    let mut requests = JoinSet::new();
+    let first = (http1.clone(), api.urls[0].clone());
+    requests.spawn(async move {
+        let body = metric("first", 1);
+        (
+            post(&first.0, &first.1, &body).await,
+            vec![("first".to_owned(), 1)],
+        )
+    });
+    wait_for(&api.urls[0], "the first call in flight", |m| {
+        m["groupCommits"]["commits"] == 3
+    })
+    .await;
+    // 40 more while it is parked: 20 single metrics over HTTP/1.1, 20 batches of 3 over HTTP/2.
+    for i in 0..40u64 {
+        let url = api.urls[(i % 2) as usize].clone();
+        let (client, sent): (reqwest::Client, Vec<(String, u64)>) = if i % 2 == 0 {
+            (http1.clone(), vec![(format!("s{i}"), i)])
+        } else {
+            (
+                http2.clone(),
+                (0..3).map(|k| (format!("b{i}"), 100 + 3 * i + k)).collect(),
+            )
+        };
+        requests.spawn(async move {
+            let body = if sent.len() == 1 {
+                metric(&sent[0].0, sent[0].1)
+            } else {
+                Value::Array(sent.iter().map(|(s, q)| metric(s, *q)).collect())
+            };
+            (post(&client, &url, &body).await, sent)
+        });
+    }
+    wait_for(&api.urls[0], "40 requests queued", |m| {
+        m["groupCommits"]["waiting"] == 40
+    })
+    .await;
+    unpause(&redis);
+
+    let mut answers = Vec::new();
+    while let Some(done) = requests.join_next().await {
+        answers.push(done.unwrap());
+    }
+    let stored = stored(&redis);
+    let mut acked_ids = HashSet::new();
+    for ((status, body, _), sent) in answers {
+        assert_eq!(status, 202, "{body}");
+        let ids: Vec<String> = serde_json::from_value(body["ids"].clone()).unwrap();
+        assert_eq!(body["accepted"], sent.len());
+        assert_eq!(ids.len(), sent.len());
+        for (id, sent) in ids.iter().zip(&sent) {
+            assert_eq!(
+                stored.get(id),
+                Some(sent),
+                "entry {id} is not this request's metric"
+            );
+            assert!(acked_ids.insert(id.clone()), "{id} acked twice");
+        }
+    }
+    // 2 warm-up + 1 + 20 + 60 metrics, each once.
+    assert_eq!(acked_ids.len(), 81);
+    assert_eq!(stored.len(), 83);
+    let m = monitoring(&api.urls[0]).await;
+    // The two warm-up calls, the parked one, and one call for all 40 that waited behind it.
+    assert_eq!(m["groupCommits"]["commits"], 4, "{m}");
+    assert_eq!(m["groupCommits"]["requests"], 43, "{m}");
+    assert_eq!(m["groupCommits"]["metrics"], 83, "{m}");
+    assert_eq!(m["metricsAccepted"], 83, "{m}");
+    let prometheus = http1
+        .get(format!("{}/metrics", api.urls[0]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        prometheus.contains("system1_api_group_commits_total 4"),
+        "{prometheus}"
+    );
+    assert!(
+        prometheus.contains("system1_api_group_commit_requests_total 43"),
+        "{prometheus}"
+    );
+}
+
+/// The queue is bounded by `--max-in-flight`: past it a request is answered 503 at once, with a JSON
+/// error and Retry-After, and counted; a request refused before the queue (400) fails alone, at once;
+/// the requests that were queued are all committed when Redis answers.
+#[tokio::test]
+async fn a_full_queue_sheds_with_a_counted_503_and_bad_requests_fail_alone() {
+    let redis = RedisServer::start().unwrap();
+    let api = start_api(&redis, &["--max-in-flight", "5"]).await;
+    let client = reqwest::Client::new();
+    assert_eq!(post(&client, &api.urls[0], &metric("warm", 0)).await.0, 202);
+
+    pause_writes(&redis);
+    let mut queued = JoinSet::new();
+    for seq in 1..=5 {
+        let (client, url) = (client.clone(), api.urls[0].clone());
+        queued.spawn(async move { post(&client, &url, &metric("q", seq)).await });
+    }
+    wait_for(&api.urls[0], "5 requests waiting", |m| {
+        m["inFlightAvailable"] == 0
+    })
+    .await;
+    for seq in 6..=8 {
+        let (status, body, retry) = post(&client, &api.urls[0], &metric("q", seq)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("too many requests"),
+            "{body}"
+        );
+        assert_eq!(retry.as_deref(), Some("1"));
+    }
+    let (status, body, _) = post(&client, &api.urls[0], &json!({"serverId": "bad"})).await;
+    assert_eq!(status, 400, "{body}");
+    unpause(&redis);
+
+    while let Some(done) = queued.join_next().await {
+        let (status, body, _) = done.unwrap();
+        assert_eq!(status, 202, "{body}");
+    }
+    let mut seqs: Vec<u64> = stored(&redis).into_values().map(|(_, seq)| seq).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        [0, 1, 2, 3, 4, 5],
+        "the shed and the bad requests stored nothing"
+    );
+    let m = monitoring(&api.urls[0]).await;
+    assert_eq!(m["requestsShed"], 3, "{m}");
+    assert_eq!(m["requestsInvalid"], 1, "{m}");
+    assert_eq!(m["inFlightAvailable"], 5, "{m}");
+}
+
+/// Redis is killed while a call is in flight and more requests wait behind it: every one of them is
+/// answered 503 (each its own response, with Retry-After), none 202; after Redis restarts on its AOF
+/// (fsync always), the stream holds every metric acked before and none of the failed group's (the
+/// paused call never ran); and the API recovers by itself.
+#[tokio::test]
+async fn redis_going_away_mid_group_fails_every_waiting_request_and_acks_none() {
+    let mut redis = RedisServer::builder().aof(Fsync::Always).start().unwrap();
+    let api = start_api(&redis, &[]).await;
+    let client = reqwest::Client::new();
+    for seq in 0..10 {
+        assert_eq!(post(&client, &api.urls[0], &metric("before", seq)).await.0, 202);
+    }
+    let commits = monitoring(&api.urls[0]).await["groupCommits"]["commits"]
+        .as_u64()
+        .unwrap();
+
+    pause_writes(&redis);
+    let mut waiting = JoinSet::new();
+    let (c, url) = (client.clone(), api.urls[0].clone());
+    waiting.spawn(async move { post(&c, &url, &metric("lost", 100)).await });
+    wait_for(&api.urls[0], "the call in flight", |m| {
+        m["groupCommits"]["commits"] == commits + 1
+    })
+    .await;
+    for seq in 101..=120 {
+        let (c, url) = (client.clone(), api.urls[seq as usize % 2].clone());
+        waiting.spawn(async move { post(&c, &url, &metric("lost", seq)).await });
+    }
+    wait_for(&api.urls[0], "20 requests queued", |m| {
+        m["groupCommits"]["waiting"] == 20
+    })
+    .await;
+    redis.kill();
+
+    let mut answered = 0;
+    while let Some(done) = waiting.join_next().await {
+        let (status, body, retry) = done.unwrap();
+        assert_eq!(status, 503, "acked while Redis was gone: {body}");
+        assert!(body["error"].as_str().unwrap().contains("retry later"), "{body}");
+        assert_eq!(retry.as_deref(), Some("1"));
+        answered += 1;
+    }
+    assert_eq!(answered, 21);
+    let m = monitoring(&api.urls[0]).await;
+    assert_eq!(m["redisErrors"], 21, "{m}");
+    assert!(m["groupCommits"]["failed"].as_u64().unwrap() >= 1, "{m}");
+
+    redis.restart().unwrap();
+    let mut seqs: Vec<u64> = stored(&redis).into_values().map(|(_, seq)| seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while post(&client, &api.urls[0], &metric("after", 1)).await.0 != 202 {
+        assert!(tokio::time::Instant::now() < deadline, "the API did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
