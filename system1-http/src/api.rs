@@ -272,8 +272,8 @@ impl ApiStats {
 struct Inner {
     /// For `/healthz`'s `PING` (the same connection as the committer's).
     redis: ConnectionManager,
-    /// The group commit's queue.
-    queue: commit::Queue,
+    /// The group commit.
+    commit: commit::GroupCommit,
     stream_key: String,
     maxlen: u64,
     skew_ms: f64,
@@ -349,13 +349,10 @@ impl IngestApi {
             channel: redis.channel.clone(),
             maxlen: api.stream_maxlen,
         };
-        let (committer, sender) =
-            commit::Committer::new(target, api.max_in_flight as usize, stats.commits.clone());
-        // Ends by itself once every request handler (holder of the queue's sender) is gone.
-        tokio::spawn(committer.run());
+        let group_commit = commit::GroupCommit::new(target, stats.commits.clone());
         let state = Arc::new(Inner {
             redis: connection,
-            queue: commit::Queue::new(sender),
+            commit: group_commit,
             stream_key: redis.stream_key.clone(),
             maxlen: api.stream_maxlen,
             skew_ms: api.max_clock_skew_ms as f64,
@@ -520,7 +517,7 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
         state.stats.shed.inc();
         return unavailable("too many requests are waiting for Redis; retry later");
     };
-    match state.queue.commit(&metrics).await {
+    match state.commit.commit(&metrics).await {
         Ok(ids) => {
             state.redis_ok.store(true, Ordering::Relaxed);
             state.stats.accepted.inc_by(ids.len() as u64);
@@ -629,7 +626,7 @@ async fn monitoring(State(state): State<Arc<Inner>>) -> Json<serde_json::Value> 
             "requests": s.commits.requests.get(),
             "metrics": s.commits.metrics.get(),
             "failed": s.commits.failed.get(),
-            "waiting": state.queue.waiting(),
+            "waiting": state.commit.waiting(),
             "maxMetrics": commit::MAX_GROUP_METRICS,
         },
         "tls": state.tls,

@@ -328,3 +328,58 @@ async fn redis_going_away_mid_group_fails_every_waiting_request_and_acks_none() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A request leading a call goes away mid-call (its HTTP/2 client gives up and resets the stream, so
+/// hyper drops the request): the lead passes on at once to the requests queued behind it, which are
+/// committed and acked; nobody waits for a leader that is gone.
+#[tokio::test]
+async fn a_leader_that_goes_away_mid_call_hands_the_lead_on() {
+    let redis = RedisServer::start().unwrap();
+    let api = start_api(&redis, &[]).await;
+    let impatient = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(post(&client, &api.urls[0], &metric("warm", 0)).await.0, 202);
+
+    pause_writes(&redis);
+    let url = api.urls[1].clone();
+    let leader = tokio::spawn(async move {
+        impatient
+            .post(format!("{url}/metrics"))
+            .json(&metric("gone", 1))
+            .send()
+            .await
+    });
+    wait_for(&api.urls[0], "the leader's call in flight", |m| {
+        m["groupCommits"]["commits"] == 2
+    })
+    .await;
+    let mut queued = JoinSet::new();
+    for seq in 2..=6 {
+        let (client, url) = (client.clone(), api.urls[0].clone());
+        queued.spawn(async move { post(&client, &url, &metric("queued", seq)).await });
+    }
+    wait_for(&api.urls[0], "5 requests queued", |m| {
+        m["groupCommits"]["waiting"] == 5
+    })
+    .await;
+    assert!(leader.await.unwrap().is_err(), "the impatient client gave up");
+    wait_for(&api.urls[0], "the lead handed on", |m| {
+        m["groupCommits"]["commits"] == 3 && m["groupCommits"]["waiting"] == 0
+    })
+    .await;
+    // And Redis has not run the leader's call yet (reads still work while writes are paused): the next
+    // call started because the lead was handed on when the leader went away, not because Redis answered.
+    let len: usize = redis.connection().xlen("metrics:stream").unwrap();
+    assert_eq!(len, 1, "the pause ended before the lead was handed on");
+    unpause(&redis);
+    while let Some(done) = queued.join_next().await {
+        let (status, body, _) = done.unwrap();
+        assert_eq!(status, 202, "{body}");
+    }
+    let m = monitoring(&api.urls[0]).await;
+    assert_eq!(m["groupCommits"]["requests"], 7, "{m}");
+}

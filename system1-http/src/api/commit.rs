@@ -1,13 +1,14 @@
 //! Group commit: the requests that arrive while a Redis call is in flight go together in the next one.
 //!
 //! ```text
-//! request ─▶ parse, check ─▶ encode its metrics' script arguments (in its own task) ─▶ queue ─┐
-//! request ─▶ …                                                                        ─▶ queue ─┤
-//!                                                                                               ▼
-//!   the committer: take the first waiting part ─ take every other part already waiting (≤ MAX_GROUP_METRICS)
-//!                  ─▶ one EVALSHA of the ingest script carrying all their metrics ─▶ wait for Redis
-//!                  ─▶ split the reply: each request gets its own ids, or its own copy of the error
-//!                  ─▶ again, at once
+//! request ─▶ parse, check ─▶ encode its metrics' script arguments (in its own task)
+//!   ├─ no call in flight: it *leads*: one EVALSHA of the ingest script with its metrics ─▶ wait for Redis
+//!   │     ─▶ hand the lead to the first request that queued meanwhile, with everything queued
+//!   │        (≤ MAX_GROUP_METRICS), so that the next call starts at once; or, if none did, no call
+//!   │        is in flight any more
+//!   │     ─▶ answer the others of its group (their ids, or their own copy of the error), then itself
+//!   └─ a call in flight: queue, and wait: for its answer, or for the lead (then as above, its group
+//!         being everything that queued behind the previous call)
 //! ```
 //!
 //! **Why.** A single-metric POST used to cost Redis one script call, and the API one write and one read
@@ -15,7 +16,14 @@
 //! The script's fixed cost (looking it up, setting up Lua, the `XLEN` for trimming) and the syscalls
 //! are the same for one metric or a hundred: shared by a group, they are paid once.
 //!
-//! **No timer, no added latency.** The committer does not wait for a group to fill. When it is idle, the
+//! **Why the requests' own tasks make the calls, and no committer task.** A committer task would add two
+//! task hand-offs to every request (to it and back), on top of redis-rs's own to its connection task:
+//! measured, 8 – 10 µs more `system1` CPU per request at low load, where groups hold one request (a first
+//! version of this module had one; docs/performance.md). With the lead
+//! passed from request to request, an idle API makes exactly the call it made before group commit, from
+//! the request's own task; under load, one wake-up per *call* hands the lead on.
+//!
+//! **No timer, no added latency.** Nobody waits for a group to fill. When it is idle, the
 //! first request goes alone, at once, as before; requests queue only while a call is in flight, and
 //! that call's round trip is the only wait they see. The busier the API, the bigger the groups, and the
 //! cheaper each metric: throughput grows with load instead of latency exploding (the same idea as a
@@ -31,14 +39,23 @@
 //! script is not rolled back): the client retries on `503`, and the workers count a re-sent metric
 //! once (its identity is its `seq` and timestamp), as after any lost reply: at least once.
 //!
-//! **Bounded.** The queue holds at most `--max-in-flight` requests (queued or in the call); past it, a
-//! request is answered `503` at once with a JSON error and counted (`requestsShed`), as before. A
-//! group carries at most [`MAX_GROUP_METRICS`] metrics, so one call's size (and its time in Redis,
-//! which blocks every other client) stays bounded; a request's metrics are never split between calls.
+//! **Bounded.** The queue holds fewer than `--max-in-flight` requests: the API holds a permit per request
+//! waiting (queued or in the call) and, when none is left, answers `503` at once with a JSON error and
+//! counts it (`requestsShed`), as before. A group carries at most [`MAX_GROUP_METRICS`] metrics, so one
+//! call's size (and its time in Redis, which blocks every other client) stays bounded; a request's
+//! metrics are never split between calls.
+//!
+//! **A leader that goes away.** hyper drops a request's future when its client disconnects, and a
+//! leader's may be dropped in the middle of its call. Its guard ([`Lead`]) then answers the others of the
+//! group with [`CommitError::Abandoned`] (`503`: Redis may or may not have run the call, so they must not
+//! be acked) and hands the lead on, so that the queue never waits for a leader that is gone.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionManager;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::store::TRIM_STEP;
 
@@ -60,26 +77,24 @@ pub enum CommitError {
     /// Redis answered with something else than one id per metric: nothing can be acked from it.
     #[error("unexpected reply to the group commit: {0}")]
     Reply(String),
-    /// The committer has stopped (the API is shutting down).
-    #[error("the API is shutting down")]
-    Stopped,
+    /// The request that was making the call went away mid-call (its client disconnected): whether
+    /// Redis ran it is unknown, so nothing of it can be acked.
+    #[error("the group commit carrying this request was abandoned mid-call")]
+    Abandoned,
 }
 
-/// One request's part of a group commit: its metrics' script arguments, encoded by the request's own
-/// task (so that the encoding runs on every core, not in the one committer), one buffer per request.
-pub struct Part {
+/// A request's metrics as the ingest script's arguments, encoded by the request's own task (so that
+/// the encoding runs on every core), in one buffer.
+pub struct Args {
     /// The arguments, back to back.
     bytes: Vec<u8>,
     /// Where each argument ends in `bytes` ([`ARGS_PER_METRIC`] per metric).
     ends: Vec<usize>,
-    /// Where the request hears back: its entry ids, in order, or why not.
-    reply: oneshot::Sender<Result<Vec<String>, CommitError>>,
 }
 
-impl Part {
-    /// Encodes `metrics` (already validated) as the ingest script's arguments; returns the part and
-    /// where its answer will come.
-    pub fn new(metrics: &[lab_core::Metric]) -> (Part, oneshot::Receiver<Result<Vec<String>, CommitError>>) {
+impl Args {
+    /// Encodes `metrics` (already validated).
+    pub fn new(metrics: &[lab_core::Metric]) -> Args {
         let mut bytes = Vec::with_capacity(metrics.len() * 384);
         let mut ends = Vec::with_capacity(metrics.len() * ARGS_PER_METRIC);
         let mut payload = Vec::with_capacity(256);
@@ -98,16 +113,15 @@ impl Part {
             }
             push(&payload);
         }
-        let (reply, answer) = oneshot::channel();
-        (Part { bytes, ends, reply }, answer)
+        Args { bytes, ends }
     }
 
-    /// The number of metrics in this part.
+    /// The number of metrics.
     fn metrics(&self) -> usize {
         self.ends.len() / ARGS_PER_METRIC
     }
 
-    fn args(&self) -> impl Iterator<Item = &[u8]> {
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
             let arg = &self.bytes[start..end];
@@ -117,7 +131,21 @@ impl Part {
     }
 }
 
-/// What the committer counts, for `GET /metrics` and `GET /api/monitoring`.
+/// A queued request: its arguments, and where it hears back.
+struct Part {
+    args: Args,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// What a queued request hears.
+enum Answer {
+    /// Its group was committed (its entry ids, in order) or failed.
+    Done(Result<Vec<String>, CommitError>),
+    /// It leads the next group: its own metrics, and the requests queued with it.
+    Lead { own: Args, others: Vec<Part> },
+}
+
+/// What the group commit counts, for `GET /metrics` and `GET /api/monitoring`.
 #[derive(Debug, Clone, Default)]
 pub struct CommitStats {
     /// Calls made to Redis (one per group).
@@ -130,7 +158,7 @@ pub struct CommitStats {
     pub failed: Counter,
 }
 
-/// Where the committer appends, and with what.
+/// Where the group commit appends, and with what.
 pub struct Target {
     /// The connection (reconnects by itself).
     pub redis: ConnectionManager,
@@ -146,92 +174,146 @@ pub struct Target {
     pub maxlen: u64,
 }
 
-/// The component that makes the calls: one group at a time, each started as soon as the previous one
-/// returned. Its shutdown signal is its queue closing: when the API's last request handler is gone
-/// (the servers stopped), it commits what is still queued, answers it, and returns.
-pub struct Committer {
-    queue: mpsc::Receiver<Part>,
-    target: Target,
-    stats: CommitStats,
-    /// A part taken from the queue that did not fit in the last group: it starts the next one.
-    carried: Option<Part>,
+/// Whether a call is in flight, and who waits behind it.
+#[derive(Default)]
+struct State {
+    /// A request is leading a group (making its call, or handing the lead on).
+    leading: bool,
+    /// Requests waiting for the next group. Empty whenever `leading` is false.
+    queue: VecDeque<Part>,
 }
 
-impl Committer {
-    /// A committer and the queue's sending side, bounded at `capacity` parts. (The API keeps the
-    /// queue from ever filling: it holds a permit of a semaphore of the same size per request waiting,
-    /// and sheds with 503 when none is left; see [`crate::api`].)
-    pub fn new(target: Target, capacity: usize, stats: CommitStats) -> (Committer, mpsc::Sender<Part>) {
-        let (sender, queue) = mpsc::channel(capacity.max(1));
-        (
-            Committer {
-                queue,
-                target,
-                stats,
-                carried: None,
-            },
-            sender,
-        )
-    }
+/// The API's group commit (see the module's documentation). Shared by every request handler.
+pub struct GroupCommit {
+    target: Target,
+    state: Mutex<State>,
+    stats: CommitStats,
+}
 
-    /// Commits groups until the queue is closed and empty.
-    pub async fn run(mut self) {
-        let mut group: Vec<Part> = Vec::new();
-        loop {
-            let first = match self.carried.take() {
-                Some(part) => part,
-                None => match self.queue.recv().await {
-                    Some(part) => part,
-                    None => break,
-                },
-            };
-            let mut metrics = first.metrics();
-            group.push(first);
-            // Everything already waiting, up to the bound: no waiting for more.
-            while metrics < MAX_GROUP_METRICS {
-                let Ok(part) = self.queue.try_recv() else { break };
-                if metrics + part.metrics() > MAX_GROUP_METRICS {
-                    self.carried = Some(part);
-                    break;
-                }
-                metrics += part.metrics();
-                group.push(part);
-            }
-            self.commit(&mut group, metrics).await;
+impl GroupCommit {
+    /// A group commit into `target`, counting into `stats`.
+    pub fn new(target: Target, stats: CommitStats) -> Self {
+        GroupCommit {
+            target,
+            state: Mutex::default(),
+            stats,
         }
-        tracing::debug!("group committer stopped");
     }
 
-    /// One call for `group` (`metrics` metrics in all); answers every part and empties `group`.
-    async fn commit(&mut self, group: &mut Vec<Part>, metrics: usize) {
+    /// Commits `metrics` (one request's, validated) in the next group and waits until Redis has them:
+    /// their entry ids, in order, or why not. The caller holds one of the API's in-flight permits,
+    /// which bounds the queue.
+    pub async fn commit(&self, metrics: &[lab_core::Metric]) -> Result<Vec<String>, CommitError> {
+        let args = Args::new(metrics);
+        let waiting = {
+            let mut state = self.lock();
+            if state.leading {
+                let (reply, answer) = oneshot::channel();
+                state.queue.push_back(Part { args, reply });
+                Err(answer)
+            } else {
+                state.leading = true;
+                Ok(args)
+            }
+        };
+        match waiting {
+            Ok(args) => self.lead(args, Vec::new()).await,
+            Err(answer) => match answer.await {
+                Ok(Answer::Done(result)) => result,
+                Ok(Answer::Lead { own, others }) => self.lead(own, others).await,
+                // Only a lead abandoned in a way its guard could not repair; never seen.
+                Err(_) => Err(CommitError::Abandoned),
+            },
+        }
+    }
+
+    /// Requests waiting for the next group.
+    pub fn waiting(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves nothing half-done in `State` worth refusing.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the call for `own` (the leader's metrics) and `others`, answers `others`, hands the lead
+    /// on, and returns the leader's own answer.
+    async fn lead(&self, own: Args, others: Vec<Part>) -> Result<Vec<String>, CommitError> {
+        let metrics = own.metrics() + others.iter().map(|p| p.args.metrics()).sum::<usize>();
         self.stats.commits.inc();
-        self.stats.requests.inc_by(group.len() as u64);
+        self.stats.requests.inc_by(1 + others.len() as u64);
         self.stats.metrics.inc_by(metrics as u64);
-        let result = self.call(group, metrics).await;
+        let command = self.command(&own, &others, metrics);
+        let mut lead = Lead {
+            commit: self,
+            others: Some(others),
+        };
+        let result = self.call(command, metrics).await;
+        let others = lead.others.take().expect("taken only here and on drop");
+        drop(lead);
+        if result.is_err() {
+            self.stats.failed.inc();
+        }
         match result {
             Ok(mut ids) => {
-                // Hand each request its slice, from the back so that each split is a move.
-                for part in group.drain(..).rev() {
-                    let own = ids.split_off(ids.len() - part.metrics());
-                    let _ = part.reply.send(Ok(own));
+                // Each request its slice, from the back so that each split is a move.
+                for part in others.into_iter().rev() {
+                    let theirs = ids.split_off(ids.len() - part.args.metrics());
+                    let _ = part.reply.send(Answer::Done(Ok(theirs)));
                 }
+                Ok(ids)
             }
             Err(e) => {
-                self.stats.failed.inc();
-                for part in group.drain(..) {
-                    let _ = part.reply.send(Err(e.clone()));
+                for part in others {
+                    let _ = part.reply.send(Answer::Done(Err(e.clone())));
                 }
+                Err(e)
             }
         }
     }
 
-    /// `EVALSHA` of the ingest script with every part's arguments, in order; if Redis does not know the
-    /// script (it restarted, or the warm-up load has not happened yet), `SCRIPT LOAD` and again, as
-    /// `redis::Script` does. Built directly rather than through `redis::Script`'s invocation, which
-    /// would keep each argument in an allocation of its own and then copy them all into the command.
-    async fn call(&mut self, group: &[Part], metrics: usize) -> Result<Vec<String>, CommitError> {
-        let t = &mut self.target;
-        let bytes: usize = group.iter().map(|p| p.bytes.len()).sum();
+    /// Gives the lead to the first request still waiting, with the group queued behind it, or, if
+    /// nobody waits, marks that no call is in flight.
+    fn hand_on(&self) {
+        let mut state = self.lock();
+        loop {
+            let Some(next) = state.queue.pop_front() else {
+                state.leading = false;
+                return;
+            };
+            let mut metrics = next.args.metrics();
+            let mut others = Vec::new();
+            while let Some(part) = state.queue.front() {
+                if metrics + part.args.metrics() > MAX_GROUP_METRICS {
+                    break;
+                }
+                metrics += part.args.metrics();
+                others.extend(state.queue.pop_front());
+            }
+            match next.reply.send(Answer::Lead {
+                own: next.args,
+                others,
+            }) {
+                Ok(()) => return,
+                // Its request went away while queued (the client disconnected): nobody waits for its
+                // metrics, and it cannot lead; the others go back to the front of the queue.
+                Err(Answer::Lead { others, .. }) => {
+                    for part in others.into_iter().rev() {
+                        state.queue.push_front(part);
+                    }
+                }
+                Err(Answer::Done(_)) => unreachable!("a lead was sent"),
+            }
+        }
+    }
+
+    /// `EVALSHA` of the ingest script with every request's arguments, in order. Built directly rather
+    /// than through `redis::Script`'s invocation, which would keep each argument in an allocation of
+    /// its own and then copy them all into the command.
+    fn command(&self, own: &Args, others: &[Part], metrics: usize) -> redis::Cmd {
+        let t = &self.target;
+        let bytes = own.bytes.len() + others.iter().map(|p| p.args.bytes.len()).sum::<usize>();
         let mut command = redis::Cmd::with_capacity(9 + ARGS_PER_METRIC * metrics, 128 + bytes);
         command
             .arg("EVALSHA")
@@ -243,15 +325,24 @@ impl Committer {
             .arg(&t.channel)
             .arg(metrics)
             .arg(TRIM_STEP);
-        for part in group {
-            for arg in part.args() {
+        for args in std::iter::once(own).chain(others.iter().map(|p| &p.args)) {
+            for arg in args.iter() {
                 command.arg(arg);
             }
         }
-        let reply: redis::RedisResult<Vec<String>> = match command.query_async(&mut t.redis).await {
+        command
+    }
+
+    /// Sends `command`; if Redis does not know the script (it restarted, or the warm-up load has not
+    /// happened yet), `SCRIPT LOAD` and again, as `redis::Script` does. The reply must hold one id per
+    /// metric, or nothing can be acked from it.
+    async fn call(&self, command: redis::Cmd, metrics: usize) -> Result<Vec<String>, CommitError> {
+        let t = &self.target;
+        let mut redis = t.redis.clone();
+        let reply: redis::RedisResult<Vec<String>> = match command.query_async(&mut redis).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                match t.script.prepare_invoke().load_async(&mut t.redis).await {
-                    Ok(_) => command.query_async(&mut t.redis).await,
+                match t.script.prepare_invoke().load_async(&mut redis).await {
+                    Ok(_) => command.query_async(&mut redis).await,
                     Err(e) => Err(e),
                 }
             }
@@ -268,28 +359,19 @@ impl Committer {
     }
 }
 
-/// The committer's side as the request handlers see it: enqueue a part, wait for its answer.
-#[derive(Clone)]
-pub struct Queue {
-    sender: mpsc::Sender<Part>,
+/// The lead while its call is in flight. Dropped with the group still in it (the leader's request went
+/// away mid-call), it answers the group [`CommitError::Abandoned`]; dropped either way, it hands the
+/// lead on.
+struct Lead<'a> {
+    commit: &'a GroupCommit,
+    others: Option<Vec<Part>>,
 }
 
-impl Queue {
-    /// The handlers' end of `sender`.
-    pub fn new(sender: mpsc::Sender<Part>) -> Self {
-        Queue { sender }
-    }
-
-    /// Commits `metrics` in the next group and waits until Redis has them: their entry ids, in order.
-    /// The caller must hold one of the API's in-flight permits (which keeps the queue from filling).
-    pub async fn commit(&self, metrics: &[lab_core::Metric]) -> Result<Vec<String>, CommitError> {
-        let (part, answer) = Part::new(metrics);
-        self.sender.send(part).await.map_err(|_| CommitError::Stopped)?;
-        answer.await.unwrap_or(Err(CommitError::Stopped))
-    }
-
-    /// Parts waiting in the queue (not yet taken into a group).
-    pub fn waiting(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        for part in self.others.take().into_iter().flatten() {
+            let _ = part.reply.send(Answer::Done(Err(CommitError::Abandoned)));
+        }
+        self.commit.hand_on();
     }
 }
