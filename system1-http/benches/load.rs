@@ -431,7 +431,9 @@ fn main() {
         );
         println!("| setting | intended/s | achieved/s | ack p50 | ack p99 |\n|---|---|---|---|---|");
         for (protocol, batch, rate) in [
+            ("http1", 1, 25_000.0),
             ("http1", 1, 50_000.0),
+            ("http2", 1, 25_000.0),
             ("http2", 1, 50_000.0),
             ("http2", 100, 200_000.0),
         ] {

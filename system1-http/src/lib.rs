@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | [`cli`] | what the `system1` binary does, callable by `lab up` too |
 //! | [`config`] | flags and environment variables (the original's names) |
-//! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it; an oversize body read and discarded so its `413` is heard; the stream's cap; optional TLS ([`api::tls`]) |
+//! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it; requests waiting during a Redis call go together in the next ([`api::commit`]: group commit); an oversize body read and discarded so its `413` is heard; the stream's cap; optional TLS ([`api::tls`]) |
 //! | [`store`] | the state store: every Redis key, field, script and channel the other modules share |
 //! | [`worker`] | consumer-group workers: windows rebuilt from Redis, snapshots, `metric.processed` (published and appended to the capped `processed` stream), XACK |
 //! | [`worker_ops`] | the workers' ops port: the consumer group's length, pending, lag, consumers, what trimming dropped |
