@@ -20,8 +20,9 @@
 //! minutes apart on the same machine rather than in two runs that this machine's drift (±50 %) would
 //! make incomparable. Each row also says what it cost: **CPU per metric** of the `system1` process and
 //! of redis-server (utime + stime from `/proc/<pid>/stat` over the row, divided by the metrics the API
-//! accepted), and the mean group size of the API's group commit (requests per Redis call) when the
-//! build has one.
+//! accepted), Redis's own time per metric in the ingest script and in all `XADD`s and `PUBLISH`es
+//! (`INFO commandstats`, reset before each row: what `metric.ingested` costs Redis is its `PUBLISH`),
+//! and the mean group size of the API's group commit (requests per Redis call) when the build has one.
 //!
 //! **Modes.** `-- --api`: the API alone (`system1 api`, agents without a dashboard): acked throughput
 //! and the API's CPU per request, the cost the group commit changes. `-- --targets`: the rows of issue
@@ -159,6 +160,28 @@ struct Cost {
     redis_us: Option<f64>,
     /// Requests per group commit (`None`: a build without group commit).
     group: Option<f64>,
+    /// Redis's own time (`INFO commandstats`) per accepted metric in the ingest script's `EVALSHA`
+    /// (everything the script does), and in the `XADD`s and `PUBLISH`es of all processes.
+    script_us: Option<f64>,
+    xadd_us: Option<f64>,
+    publish_us: Option<f64>,
+}
+
+/// Microseconds Redis spent in each command since the last `CONFIG RESETSTAT` (`INFO commandstats`;
+/// commands called from scripts are counted too, and inside their script's time).
+fn command_usec(redis: &RedisServer) -> Vec<(String, f64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.connection())
+        .unwrap_or_default();
+    // cmdstat_xadd:calls=…,usec=…,usec_per_call=…
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let usec = stats.split(',').find_map(|kv| kv.strip_prefix("usec="))?;
+            Some((name.to_owned(), usec.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The API's `/api/monitoring`, if it answers.
@@ -183,6 +206,11 @@ fn fresh_row(
     let _: () = redis::cmd("FLUSHALL")
         .query(&mut redis.connection())
         .expect("FLUSHALL");
+    // Zero Redis's per-command counters, read back after the row (`INFO commandstats`).
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.connection())
+        .expect("CONFIG RESETSTAT");
     let system1 = start_system1(binary, redis, workers);
     let (pid, redis_pid) = (system1.child.id(), redis_pid(redis));
     let before = (cpu_time(pid), redis_pid.and_then(cpu_time));
@@ -201,10 +229,18 @@ fn fresh_row(
         let g = &m["groupCommits"];
         Some(g["requests"].as_f64()? / g["commits"].as_f64()?.max(1.0))
     });
+    let commands = command_usec(redis);
+    let in_redis = |name: &str| {
+        let usec = commands.iter().find(|(n, _)| n == name).map_or(0.0, |(_, u)| *u);
+        (accepted > 0).then(|| usec / accepted as f64)
+    };
     let cost = Cost {
         system1_us: per_metric(before.0, after.0),
         redis_us: per_metric(before.1, after.1),
         group,
+        script_us: in_redis("evalsha"),
+        xadd_us: in_redis("xadd"),
+        publish_us: in_redis("publish"),
     };
     (report, cost)
 }
@@ -267,7 +303,7 @@ fn row(label: &str, build: &str, r: &Report, cost: &Cost) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} ms"));
     let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
     format!(
-        "| {label} | {build} | {:.0} | {:.0} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {label} | {build} | {:.0} | {:.0} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
         r.intended_rate,
         r.achieved_rate,
         r.delivered,
@@ -280,12 +316,15 @@ fn row(label: &str, build: &str, r: &Report, cost: &Cost) -> String {
         ms(r.e2e_latency_ms.max),
         us(cost.system1_us),
         us(cost.redis_us),
+        us(cost.script_us),
+        us(cost.xadd_us),
+        us(cost.publish_us),
         cost.group.map_or("-".into(), |g| format!("{g:.1}")),
         load_average(),
     )
 }
 
-const HEADER: &str = "| setting | build | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max | system1 µs/metric | redis µs/metric | requests per Redis call | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| setting | build | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max | system1 µs/metric | redis µs/metric | in Redis: ingest script / XADD / PUBLISH µs/metric | requests per Redis call | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// The 1-minute load average (`/proc/loadavg`), to tell a quiet machine from a busy one.
 fn load_average() -> String {
