@@ -383,3 +383,84 @@ async fn a_leader_that_goes_away_mid_call_hands_the_lead_on() {
     let m = monitoring(&api.urls[0]).await;
     assert_eq!(m["groupCommits"]["requests"], 7, "{m}");
 }
+
+fn readings(seq: u64) -> lab_core::Metric {
+    lab_core::Metric {
+        server_id: "lead".into(),
+        timestamp: lab_core::now_ms(),
+        metrics: lab_core::Readings {
+            cpu: 1.0,
+            memory: 2.0,
+            disk: 3.0,
+            network: None,
+            extra: vec![],
+        },
+        seq: Some(seq),
+    }
+}
+
+/// The lead is sent to the first queued request, which goes away before it wakes up to take it (its
+/// client disconnected at that moment): the lead is not lost with it, the next queued request makes
+/// the next call. (Driven below the HTTP layer, so that the request can be dropped at exactly that
+/// point.)
+#[tokio::test]
+async fn a_lead_sent_to_a_request_that_went_away_passes_to_the_next() {
+    use system1_http::api::commit::{CommitStats, GroupCommit, Target};
+    let redis = RedisServer::start().unwrap();
+    let stats = CommitStats::default();
+    let commit = std::sync::Arc::new(GroupCommit::new(
+        Target {
+            redis: redis.client().get_connection_manager().await.unwrap(),
+            script: redis::Script::new(system1_http::store::INGEST_SCRIPT),
+            stream_key: "metrics:stream".into(),
+            trimmed_key: system1_http::store::trimmed_key("metrics:stream"),
+            channel: "metrics:pubsub".into(),
+            maxlen: 1_000_000,
+        },
+        stats.clone(),
+    ));
+    assert_eq!(commit.commit(&[readings(0)]).await.unwrap().len(), 1);
+
+    pause_writes(&redis);
+    let leader = {
+        let commit = commit.clone();
+        tokio::spawn(async move { commit.commit(&[readings(1)]).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stats.commits.get() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader's call did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (two, three) = ([readings(2)], [readings(3)]);
+    let mut gone = Box::pin(commit.commit(&two));
+    let mut next = Box::pin(commit.commit(&three));
+    // Polled once each: both queue behind the parked call.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), &mut gone)
+            .await
+            .is_err()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), &mut next)
+            .await
+            .is_err()
+    );
+    assert_eq!(commit.waiting(), 2);
+    unpause(&redis);
+    assert_eq!(leader.await.unwrap().unwrap().len(), 1);
+    // The lead now waits in `gone`'s answer, untaken: no call was made.
+    assert_eq!(stats.commits.get(), 2);
+    drop(gone);
+    let ids = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("the lead reached the next request")
+        .expect("committed");
+    assert_eq!(ids.len(), 1);
+    assert_eq!(stats.commits.get(), 3);
+    let mut seqs: Vec<u64> = stored(&redis).into_values().map(|(_, seq)| seq).collect();
+    seqs.sort();
+    assert_eq!(seqs, [0, 1, 3], "the request that went away stored nothing");
+}

@@ -49,10 +49,12 @@
 //! **A leader that goes away.** hyper drops a request's future when its client disconnects, and a
 //! leader's may be dropped in the middle of its call. Its guard ([`Lead`]) then answers the others of the
 //! group with [`CommitError::Abandoned`] (`503`: Redis may or may not have run the call, so they must not
-//! be acked) and hands the lead on, so that the queue never waits for a leader that is gone.
+//! be acked) and hands the lead on, so that the queue never waits for a leader that is gone. The lead
+//! itself travels as a [`Baton`]: a request that goes away after the lead was sent to it, before it
+//! woke up to take it, drops the baton, which puts its group back in the queue and hands the lead on.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionManager;
@@ -142,8 +144,35 @@ struct Part {
 enum Answer {
     /// Its group was committed (its entry ids, in order) or failed.
     Done(Result<Vec<String>, CommitError>),
-    /// It leads the next group: its own metrics, and the requests queued with it.
-    Lead { own: Args, others: Vec<Part> },
+    /// It leads the next group.
+    Lead(Baton),
+}
+
+/// The lead, on its way to the request that is to make the next call: that request's own metrics and
+/// the requests queued behind it. If it is dropped untaken (the request went away after the lead was
+/// sent to it, before it woke up), the queued requests go back to the front of the queue and the lead
+/// goes to the next one: a lead is never lost, or the queue would wait for ever.
+struct Baton {
+    shared: Arc<Shared>,
+    group: Option<(Args, Vec<Part>)>,
+}
+
+impl Baton {
+    fn take(mut self) -> (Args, Vec<Part>) {
+        self.group.take().expect("a baton is taken once")
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        if let Some((_, others)) = self.group.take() {
+            let mut state = self.shared.lock();
+            for part in others.into_iter().rev() {
+                state.queue.push_front(part);
+            }
+            self.shared.hand_on(&mut state);
+        }
+    }
 }
 
 /// What the group commit counts, for `GET /metrics` and `GET /api/monitoring`.
@@ -186,6 +215,11 @@ struct State {
 
 /// The API's group commit (see the module's documentation). Shared by every request handler.
 pub struct GroupCommit {
+    shared: Arc<Shared>,
+}
+
+/// What the requests share: where to append, who waits, what was counted.
+struct Shared {
     target: Target,
     state: Mutex<State>,
     stats: CommitStats,
@@ -195,9 +229,11 @@ impl GroupCommit {
     /// A group commit into `target`, counting into `stats`.
     pub fn new(target: Target, stats: CommitStats) -> Self {
         GroupCommit {
-            target,
-            state: Mutex::default(),
-            stats,
+            shared: Arc::new(Shared {
+                target,
+                state: Mutex::default(),
+                stats,
+            }),
         }
     }
 
@@ -205,9 +241,10 @@ impl GroupCommit {
     /// their entry ids, in order, or why not. The caller holds one of the API's in-flight permits,
     /// which bounds the queue.
     pub async fn commit(&self, metrics: &[lab_core::Metric]) -> Result<Vec<String>, CommitError> {
+        let shared = &self.shared;
         let args = Args::new(metrics);
         let waiting = {
-            let mut state = self.lock();
+            let mut state = shared.lock();
             if state.leading {
                 let (reply, answer) = oneshot::channel();
                 state.queue.push_back(Part { args, reply });
@@ -218,11 +255,14 @@ impl GroupCommit {
             }
         };
         match waiting {
-            Ok(args) => self.lead(args, Vec::new()).await,
+            Ok(args) => shared.lead(args, Vec::new()).await,
             Err(answer) => match answer.await {
                 Ok(Answer::Done(result)) => result,
-                Ok(Answer::Lead { own, others }) => self.lead(own, others).await,
-                // Only a lead abandoned in a way its guard could not repair; never seen.
+                Ok(Answer::Lead(baton)) => {
+                    let (own, others) = baton.take();
+                    shared.lead(own, others).await
+                }
+                // The group commit itself was dropped (the API stopped) with this request queued.
                 Err(_) => Err(CommitError::Abandoned),
             },
         }
@@ -230,28 +270,31 @@ impl GroupCommit {
 
     /// Requests waiting for the next group.
     pub fn waiting(&self) -> usize {
-        self.lock().queue.len()
+        self.shared.lock().queue.len()
     }
+}
 
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves nothing half-done in `State` worth refusing.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes the call for `own` (the leader's metrics) and `others`, answers `others`, hands the lead
-    /// on, and returns the leader's own answer.
-    async fn lead(&self, own: Args, others: Vec<Part>) -> Result<Vec<String>, CommitError> {
+    /// Makes the call for `own` (the leader's metrics) and `others`, hands the lead on, answers
+    /// `others`, and returns the leader's own answer.
+    async fn lead(self: &Arc<Self>, own: Args, others: Vec<Part>) -> Result<Vec<String>, CommitError> {
         let metrics = own.metrics() + others.iter().map(|p| p.args.metrics()).sum::<usize>();
         self.stats.commits.inc();
         self.stats.requests.inc_by(1 + others.len() as u64);
         self.stats.metrics.inc_by(metrics as u64);
         let command = self.command(&own, &others, metrics);
         let mut lead = Lead {
-            commit: self,
+            shared: self,
             others: Some(others),
         };
         let result = self.call(command, metrics).await;
         let others = lead.others.take().expect("taken only here and on drop");
+        // Hands the lead on before answering anyone: the next call starts at once.
         drop(lead);
         if result.is_err() {
             self.stats.failed.inc();
@@ -275,9 +318,8 @@ impl GroupCommit {
     }
 
     /// Gives the lead to the first request still waiting, with the group queued behind it, or, if
-    /// nobody waits, marks that no call is in flight.
-    fn hand_on(&self) {
-        let mut state = self.lock();
+    /// nobody waits, marks that no call is in flight. Called with the state locked.
+    fn hand_on(self: &Arc<Self>, state: &mut State) {
         loop {
             let Some(next) = state.queue.pop_front() else {
                 state.leading = false;
@@ -292,14 +334,17 @@ impl GroupCommit {
                 metrics += part.args.metrics();
                 others.extend(state.queue.pop_front());
             }
-            match next.reply.send(Answer::Lead {
-                own: next.args,
-                others,
-            }) {
+            let baton = Baton {
+                shared: self.clone(),
+                group: Some((next.args, others)),
+            };
+            match next.reply.send(Answer::Lead(baton)) {
                 Ok(()) => return,
                 // Its request went away while queued (the client disconnected): nobody waits for its
-                // metrics, and it cannot lead; the others go back to the front of the queue.
-                Err(Answer::Lead { others, .. }) => {
+                // metrics, and it cannot lead; the others go back to the front of the queue. (Taken
+                // out of the baton here, so that its drop does not hand on again under this lock.)
+                Err(Answer::Lead(baton)) => {
+                    let (_, others) = baton.take();
                     for part in others.into_iter().rev() {
                         state.queue.push_front(part);
                     }
@@ -364,7 +409,7 @@ impl GroupCommit {
 /// away mid-call), it answers the group [`CommitError::Abandoned`]; dropped either way, it hands the
 /// lead on.
 struct Lead<'a> {
-    commit: &'a GroupCommit,
+    shared: &'a Arc<Shared>,
     others: Option<Vec<Part>>,
 }
 
@@ -373,6 +418,7 @@ impl Drop for Lead<'_> {
         for part in self.others.take().into_iter().flatten() {
             let _ = part.reply.send(Answer::Done(Err(CommitError::Abandoned)));
         }
-        self.commit.hand_on();
+        let mut state = self.shared.lock();
+        self.shared.hand_on(&mut state);
     }
 }
