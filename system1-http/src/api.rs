@@ -1,23 +1,24 @@
 //! The ingest API: `POST /metrics` over HTTP/1.1 or cleartext HTTP/2, into a Redis Stream.
 //!
 //! ```text
-//! POST /metrics ─▶ 415? 413? ─▶ parse (lab-core: 400 with every problem) ─▶ clock check ─▶ one Lua call:
-//!                                        for each metric: XADD metrics:stream * fields…
+//! POST /metrics ─▶ 415? 413? ─▶ parse (lab-core: 400 with every problem) ─▶ clock check ─▶ 503 if
+//!   --max-in-flight requests already wait ─▶ the group commit's queue ─▶ one Lua call per group:
+//!                                        for each metric of each request: XADD metrics:stream * fields…
 //!                                                         PUBLISH metrics:pubsub metric.ingested
 //!                                        100 over the cap: count the unread entries it drops, XTRIM
 //!               ◀── 202 {"status":"accepted","accepted":N,"ids":[…]}   (only once Redis has them)
 //!               ◀── 503 + Retry-After                                  (Redis unreachable, or too busy)
 //! ```
 //!
-//! **One round trip per request.** The XADDs and the PUBLISHes of a request run in one Lua script: Redis
-//! executes it atomically, so a metric is never in the stream without its `metric.ingested` event, or
-//! the other way round. **Shared round trips across requests.** Every request uses the same multiplexed
-//! connection (`ConnectionManager`), which pipelines whatever commands are in flight together: a
-//! thousand concurrent requests do not cost a thousand sequential round trips.
+//! **One script call for many requests.** The XADDs and the PUBLISHes run in one Lua script (the
+//! store's [`crate::store::INGEST_SCRIPT`]): Redis executes it atomically, so a metric is never in the
+//! stream without its `metric.ingested` event, or the other way round. The requests that arrive while
+//! one call is in flight go together in the next ([`commit`]: group commit, with no timer), so at load
+//! the script's fixed cost and the socket round trip are shared by a whole group.
 //!
-//! **Honest acks.** A `202` is sent only after Redis answered the script. If Redis is unreachable, the
-//! answer is `503` with `Retry-After`, never a `202`; the connection manager reconnects by itself and
-//! the next request succeeds once Redis is back. Both ports serve both protocols (axum detects HTTP/2
+//! **Honest acks.** A `202` is sent only after Redis answered the call that carried the request. If Redis
+//! is unreachable, the answer is `503` with `Retry-After`, never a `202`, for every request of the
+//! group; the connection manager reconnects by itself and the next group succeeds once Redis is back. Both ports serve both protocols (axum detects HTTP/2
 //! prior knowledge), unlike the original, whose HTTP/2 port crashed on its first request.
 //!
 //! **TLS (optional).** With `--tls-cert`/`--tls-key` or `--tls-self-signed`, both ports speak TLS only,
@@ -47,77 +48,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::config::{ApiArgs, RedisArgs};
+use crate::store::INGEST_SCRIPT;
 
+pub mod commit;
 pub mod tls;
 
 /// Seconds a client is told to wait (`Retry-After`) when Redis is unavailable or the API is busy.
 pub const RETRY_AFTER_SECS: u64 = 1;
-
-/// Entries the stream may grow past `--stream-maxlen` before it is trimmed back to it. Trimming in steps
-/// (as `MAXLEN ~` does with Redis's 100-entry nodes) makes its cost per metric small and constant.
-pub const TRIM_STEP: u64 = 100;
-
-/// Appends a request's metrics and announces them, atomically; then trims the stream if it is
-/// [`TRIM_STEP`] entries over its cap, counting what that drops unread.
-///
-/// KEYS: the stream, the trimmed-entries hash ([`crate::worker::trimmed_key`]). ARGV: maxlen, channel,
-/// count, trim step, then five values per metric: serverId, timestamp, metrics JSON, seq ('' for none),
-/// the metric's JSON.
-///
-/// **Why the script trims, rather than `XADD … MAXLEN ~`.** Trimming deletes the oldest entries whether
-/// or not a worker has processed them. To count the ones no worker has even read, we must know which
-/// entries go: so the script reads the ids of the oldest entries it is about to trim, compares them
-/// with each consumer group's `last-delivered-id` (anything newer was never delivered), adds the count
-/// to the hash (field `unread:<group>`), and trims exactly those. Entries that were delivered but not
-/// yet acknowledged are counted by the workers when they find them gone (see [`crate::worker`]): their
-/// consumer may still finish them. Redis's own `lag` cannot be used for this: after a trim, Redis 7.0
-/// inflates it for good, and newer versions silently forget the gap.
-const INGEST_SCRIPT: &str = r#"
-local maxlen, channel, n, step = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local ids = {}
-for m = 0, n - 1 do
-  local a = 5 + m * 5
-  local id
-  if ARGV[a + 3] == '' then
-    id = redis.call('XADD', KEYS[1], '*',
-      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2])
-  else
-    id = redis.call('XADD', KEYS[1], '*',
-      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2], 'seq', ARGV[a + 3])
-  end
-  redis.call('PUBLISH', channel, '{"type":"metric.ingested","entryId":"' .. id .. '","payload":' .. ARGV[a + 4] .. '}')
-  ids[m + 1] = id
-end
-local length = redis.call('XLEN', KEYS[1])
-if length >= maxlen + step then
-  local excess = length - maxlen
-  -- Stream ids are "<ms>-<seq>": compare them as two numbers.
-  local function parse(id)
-    local dash = string.find(id, '-', 1, true)
-    return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
-  end
-  local function newer(ams, aseq, bms, bseq)
-    return ams > bms or (ams == bms and aseq > bseq)
-  end
-  local doomed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-    local name, last
-    for i = 1, #group, 2 do
-      if group[i] == 'name' then name = group[i + 1] end
-      if group[i] == 'last-delivered-id' then last = group[i + 1] end
-    end
-    local lms, lseq = parse(last)
-    local unread = 0
-    for _, entry in ipairs(doomed) do
-      local ems, eseq = parse(entry[1])
-      if newer(ems, eseq, lms, lseq) then unread = unread + 1 end
-    end
-    if unread > 0 then redis.call('HINCRBY', KEYS[2], 'unread:' .. name, unread) end
-  end
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', maxlen)
-end
-return ids
-"#;
 
 /// Most bytes of an oversize body the API reads and throws away so that the client hears its `413`.
 ///
@@ -242,6 +179,8 @@ struct ApiStats {
     shed: Counter,
     /// Oversize bodies, by how they were handled.
     oversize: OversizeStats,
+    /// The group commits.
+    commits: commit::CommitStats,
     /// Connections to a TLS port that never completed their handshake (plain HTTP sent to a TLS port,
     /// a client that does not trust the certificate, a handshake that timed out).
     tls_handshakes_failed: Counter,
@@ -256,6 +195,7 @@ impl ApiStats {
         let shed = Counter::default();
         let tls_handshakes_failed = Counter::default();
         let oversize = OversizeStats::default();
+        let commits = commit::CommitStats::default();
         registry.register(
             "metrics_accepted",
             "Metrics appended to the stream and acked 202",
@@ -292,6 +232,26 @@ impl ApiStats {
             oversize.broken.clone(),
         );
         registry.register(
+            "group_commits",
+            "Script calls to Redis, each carrying the requests that waited while the previous one was in flight",
+            commits.commits.clone(),
+        );
+        registry.register(
+            "group_commit_requests",
+            "Requests carried by the group commits (divided by group_commits: the mean group size)",
+            commits.requests.clone(),
+        );
+        registry.register(
+            "group_commit_metrics",
+            "Metrics carried by the group commits",
+            commits.metrics.clone(),
+        );
+        registry.register(
+            "group_commits_failed",
+            "Group commits Redis failed: every request they carried was answered 503",
+            commits.failed.clone(),
+        );
+        registry.register(
             "tls_handshakes_failed",
             "Connections to a TLS port that never completed their handshake",
             tls_handshakes_failed.clone(),
@@ -303,18 +263,18 @@ impl ApiStats {
             redis_errors,
             shed,
             oversize,
+            commits,
             tls_handshakes_failed,
         }
     }
 }
 
 struct Inner {
+    /// For `/healthz`'s `PING` (the same connection as the committer's).
     redis: ConnectionManager,
-    script: redis::Script,
+    /// The group commit.
+    commit: commit::GroupCommit,
     stream_key: String,
-    /// Where trimming counts what it dropped unread ([`crate::worker::trimmed_key`]).
-    trimmed_key: String,
-    channel: String,
     maxlen: u64,
     skew_ms: f64,
     /// Bounds the requests waiting on Redis: the API's queue, with 503 as its policy when full.
@@ -379,25 +339,33 @@ impl IngestApi {
                 ),
             }
         }
+        let script = redis::Script::new(INGEST_SCRIPT);
+        let stats = ApiStats::new();
+        let target = commit::Target {
+            redis: connection.clone(),
+            script: script.clone(),
+            stream_key: redis.stream_key.clone(),
+            trimmed_key: crate::store::trimmed_key(&redis.stream_key),
+            channel: redis.channel.clone(),
+            maxlen: api.stream_maxlen,
+        };
+        let group_commit = commit::GroupCommit::new(target, stats.commits.clone());
         let state = Arc::new(Inner {
             redis: connection,
-            script: redis::Script::new(INGEST_SCRIPT),
+            commit: group_commit,
             stream_key: redis.stream_key.clone(),
-            trimmed_key: crate::worker::trimmed_key(&redis.stream_key),
-            channel: redis.channel.clone(),
             maxlen: api.stream_maxlen,
             skew_ms: api.max_clock_skew_ms as f64,
             in_flight: Semaphore::new(api.max_in_flight as usize),
             redis_ok: AtomicBool::new(true),
-            stats: ApiStats::new(),
+            stats,
             tls: tls.is_some(),
         });
         // Connect and load the script now, in the background, so that the first requests do not pay for
         // it; if Redis is down, those requests answer 503 as they should.
-        let warm = state.clone();
+        let mut connection = state.redis.clone();
         tokio::spawn(async move {
-            let mut connection = warm.redis.clone();
-            if let Err(e) = warm.script.prepare_invoke().load_async(&mut connection).await {
+            if let Err(e) = script.prepare_invoke().load_async(&mut connection).await {
                 tracing::warn!(error = %e, "Redis is not reachable yet: answering 503 until it is");
             }
         });
@@ -549,73 +517,27 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
         state.stats.shed.inc();
         return unavailable("too many requests are waiting for Redis; retry later");
     };
-    let mut connection = state.redis.clone();
-    match append(&state, &metrics, &mut connection).await {
+    match state.commit.commit(&metrics).await {
         Ok(ids) => {
             state.redis_ok.store(true, Ordering::Relaxed);
             state.stats.accepted.inc_by(ids.len() as u64);
             accepted(&ids)
         }
         Err(e) => {
-            state.redis_ok.store(false, Ordering::Relaxed);
+            if matches!(e, commit::CommitError::Redis(_)) {
+                state.redis_ok.store(false, Ordering::Relaxed);
+            }
             state.stats.redis_errors.inc();
-            tracing::warn!(error = %e, "Redis refused or is unreachable: answering 503");
-            unavailable("Redis is unavailable; nothing was stored, retry later")
+            tracing::warn!(error = %e, "the metrics are not durable: answering 503");
+            unavailable(format!("{e}; nothing was acked, retry later"))
         }
-    }
-}
-
-/// Runs [`INGEST_SCRIPT`] for `metrics`: one `EVALSHA`, or, if Redis does not know the script yet (it
-/// restarted, or the warm-up load has not happened), `SCRIPT LOAD` and the `EVALSHA` again, as
-/// `redis::Script` does. The command is built directly rather than through `redis::Script`'s
-/// invocation, which keeps each argument in its own allocation and then copies them all into the
-/// command.
-async fn append(
-    state: &Inner,
-    metrics: &[lab_core::Metric],
-    connection: &mut ConnectionManager,
-) -> redis::RedisResult<Vec<String>> {
-    // Sized up front (the command's argument list and its bytes): growing it argument by argument
-    // cost several reallocations per request.
-    let mut command = redis::Cmd::with_capacity(9 + 5 * metrics.len(), 128 + 384 * metrics.len());
-    command
-        .arg("EVALSHA")
-        .arg(state.script.get_hash())
-        .arg(2)
-        .arg(&state.stream_key)
-        .arg(&state.trimmed_key)
-        .arg(state.maxlen)
-        .arg(&state.channel)
-        .arg(metrics.len())
-        .arg(TRIM_STEP);
-    // One buffer for every metric's `metric.ingested` payload; the stream's `metrics` field is a slice
-    // of it, so the readings are serialized once per metric.
-    let mut payload = Vec::with_capacity(256);
-    for metric in metrics {
-        let readings = ingested_payload(metric, &mut payload);
-        command
-            .arg(&metric.server_id)
-            .arg(metric.timestamp.to_string())
-            .arg(&payload[readings]);
-        match metric.seq {
-            Some(seq) => command.arg(seq),
-            None => command.arg(""),
-        };
-        command.arg(&payload[..]);
-    }
-    match command.query_async(connection).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            state.script.prepare_invoke().load_async(connection).await?;
-            command.query_async(connection).await
-        }
-        result => result,
     }
 }
 
 /// Writes `metric`'s JSON into `buffer` (cleared first), byte for byte what `serde_json::to_string`
 /// writes: the `metric.ingested` payload. Returns where the readings (`"metrics":` value) sit in it,
 /// which is the stream entry's `metrics` field ([`lab_core::wire::system1::to_stream_fields`] writes the same bytes).
-fn ingested_payload(metric: &lab_core::Metric, buffer: &mut Vec<u8>) -> std::ops::Range<usize> {
+pub(crate) fn ingested_payload(metric: &lab_core::Metric, buffer: &mut Vec<u8>) -> std::ops::Range<usize> {
     const WRITE: &str = "writing JSON to a Vec cannot fail";
     buffer.clear();
     buffer.extend_from_slice(b"{\"serverId\":");
@@ -699,6 +621,14 @@ async fn monitoring(State(state): State<Arc<Inner>>) -> Json<serde_json::Value> 
             "maxDrainBytes": MAX_DRAIN_BYTES,
         },
         "inFlightAvailable": state.in_flight.available_permits(),
+        "groupCommits": {
+            "commits": s.commits.commits.get(),
+            "requests": s.commits.requests.get(),
+            "metrics": s.commits.metrics.get(),
+            "failed": s.commits.failed.get(),
+            "waiting": state.commit.waiting(),
+            "maxMetrics": commit::MAX_GROUP_METRICS,
+        },
         "tls": state.tls,
         "tlsHandshakesFailed": s.tls_handshakes_failed.get(),
         "stream": state.stream_key,

@@ -75,7 +75,7 @@ use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BroadcasterArgs, Fanout, RedisArgs};
-use crate::worker::latest_key;
+use crate::store::{latest, latest_key, processed};
 
 type Outbox = lab_core::outbox::Outbox<Utf8Bytes>;
 
@@ -506,7 +506,7 @@ async fn tail(hub: &Hub, connection: &mut redis::aio::MultiplexedConnection) -> 
     Ok(match newest.ids.first() {
         Some(entry) => Position {
             id: entry.id.clone(),
-            n: entry.get::<String>("n").and_then(|n| n.parse().ok()),
+            n: entry.get::<String>(processed::N).and_then(|n| n.parse().ok()),
         },
         None => Position {
             id: "0-0".into(),
@@ -532,8 +532,8 @@ async fn read_processed(
         .flat_map(|r| r.keys)
         .flat_map(|k| k.ids)
         .map(|entry| {
-            let n = entry.get::<String>("n").and_then(|n| n.parse().ok());
-            let event = entry.get::<String>("event");
+            let n = entry.get::<String>(processed::N).and_then(|n| n.parse().ok());
+            let event = entry.get::<String>(processed::EVENT);
             (entry.id, n, event)
         })
         .collect())
@@ -799,12 +799,12 @@ pub async fn snapshot(mut redis: ConnectionManager, server: Option<&str>) -> any
 fn payload_from_hash(hash: &[(String, String)]) -> Option<UpdatePayload> {
     let get = |name: &str| hash.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     Some(UpdatePayload {
-        server_id: get("serverId")?.to_owned(),
-        timestamp: get("timestamp")?.parse().ok()?,
-        windows: get("windows")
+        server_id: get(latest::SERVER_ID)?.to_owned(),
+        timestamp: get(latest::TIMESTAMP)?.parse().ok()?,
+        windows: get(latest::WINDOWS)
             .and_then(|w| serde_json::from_str(w).ok())
             .unwrap_or_default(),
-        seq: get("seq").and_then(|s| s.parse().ok()),
+        seq: get(latest::SEQ).and_then(|s| s.parse().ok()),
         coalesced: None,
         first_seq: None,
         last_seq: None,

@@ -73,7 +73,7 @@ pub struct RedisArgs {
     #[arg(
         long,
         env = "SYSTEM1_REDIS_STREAM_KEY",
-        default_value = "metrics:stream",
+        default_value = crate::store::DEFAULT_STREAM,
         global = true
     )]
     pub stream_key: String,
@@ -81,7 +81,7 @@ pub struct RedisArgs {
     #[arg(
         long,
         env = "SYSTEM1_REDIS_CHANNEL",
-        default_value = "metrics:pubsub",
+        default_value = crate::store::DEFAULT_CHANNEL,
         global = true
     )]
     pub channel: String,
@@ -91,7 +91,7 @@ pub struct RedisArgs {
     #[arg(
         long,
         env = "SYSTEM1_PROCESSED_STREAM",
-        default_value = "metrics:processed",
+        default_value = crate::store::DEFAULT_PROCESSED_STREAM,
         global = true
     )]
     pub processed_stream: String,
@@ -160,7 +160,8 @@ pub struct ApiArgs {
           value_parser = clap::value_parser!(u64).range(1000..))]
     pub stream_maxlen: u64,
 
-    /// Most requests waiting for Redis at once; one more is answered 503 with Retry-After.
+    /// Most requests waiting for Redis at once (queued for the next group commit, or in the call under
+    /// way); one more is answered 503 with Retry-After and counted (`requestsShed`).
     #[arg(long, env = "SYSTEM1_MAX_IN_FLIGHT", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_in_flight: u64,

@@ -10,7 +10,8 @@
 //! | --- | --- |
 //! | [`cli`] | what the `system1` binary does, callable by `lab up` too |
 //! | [`config`] | flags and environment variables (the original's names) |
-//! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it; an oversize body read and discarded so its `413` is heard; the stream's cap; optional TLS ([`api::tls`]) |
+//! | [`api`] | the ingest API: `POST /metrics` → Redis Stream, `202` only once Redis has it; requests waiting during a Redis call go together in the next ([`api::commit`]: group commit); an oversize body read and discarded so its `413` is heard; the stream's cap; optional TLS ([`api::tls`]) |
+//! | [`store`] | the state store: every Redis key, field, script and channel the other modules share |
 //! | [`worker`] | consumer-group workers: windows rebuilt from Redis, snapshots, `metric.processed` (published and appended to the capped `processed` stream), XACK |
 //! | [`worker_ops`] | the workers' ops port: the consumer group's length, pending, lag, consumers, what trimming dropped |
 //! | [`broadcaster`] | the workers' events → dashboards over WebSocket: the capped `processed` stream read from the last id relayed (`--fanout stream`, default) or pub/sub (`--fanout pubsub`, the seed's); gap frames; System 2's slow-dashboard policy |
@@ -19,6 +20,7 @@ pub mod api;
 pub mod broadcaster;
 pub mod cli;
 pub mod config;
+pub mod store;
 pub mod worker;
 pub mod worker_ops;
 

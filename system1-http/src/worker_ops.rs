@@ -25,7 +25,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{RedisArgs, WorkerArgs};
-use crate::worker::{WorkerStats, trimmed_key};
+use crate::store::{pending_field, trimmed_key, unread_field};
+use crate::worker::WorkerStats;
 
 /// The group's counts of entries trimmed before they were processed: never read, and read but never
 /// acknowledged (see [`trimmed_key`]).
@@ -237,8 +238,8 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
         .arg(&ops.group)
         .cmd("HMGET")
         .arg(trimmed_key(&ops.stream))
-        .arg(format!("unread:{}", ops.group))
-        .arg(format!("pending:{}", ops.group))
+        .arg(unread_field(&ops.group))
+        .arg(pending_field(&ops.group))
         .query_async(&mut redis)
         .await;
     let s = &ops.stats;
@@ -281,8 +282,8 @@ async fn prometheus(State(ops): State<Arc<Ops>>) -> Response {
     let mut redis = ops.redis.clone();
     let read: redis::RedisResult<Trimmed> = redis::cmd("HMGET")
         .arg(trimmed_key(&ops.stream))
-        .arg(format!("unread:{}", ops.group))
-        .arg(format!("pending:{}", ops.group))
+        .arg(unread_field(&ops.group))
+        .arg(pending_field(&ops.group))
         .query_async(&mut redis)
         .await;
     match read {

@@ -13,7 +13,8 @@ use redis::Commands;
 use serde_json::{Value, json};
 use system1_http::api::IngestApi;
 use system1_http::config::Role;
-use system1_http::worker::{Outcome, Worker, WorkerStats, trimmed_key};
+use system1_http::store::trimmed_key;
+use system1_http::worker::{Outcome, Worker, WorkerStats};
 
 /// Starts the API with a cap of 1 000 entries (the smallest allowed); returns its URL.
 async fn start_api(redis: &RedisServer) -> String {

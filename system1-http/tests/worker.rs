@@ -13,7 +13,8 @@ use lab_core::{Metric, Network, Readings};
 use lab_testkit::{Fsync, RedisServer};
 use redis::Commands;
 use system1_http::config::{Cli, Role, WorkerArgs};
-use system1_http::worker::{Outcome, Worker, latest_key, samples_key};
+use system1_http::store::{latest_key, samples_key};
+use system1_http::worker::{Outcome, Worker};
 
 fn args(redis: &RedisServer, extra: &[&str]) -> (WorkerArgs, system1_http::config::RedisArgs) {
     let url = redis.url();

@@ -45,26 +45,16 @@ use redis::{AsyncCommands, AsyncConnectionConfig, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RedisArgs, WorkerArgs};
+use crate::store::{
+    ANNOUNCE_SCRIPT, latest, latest_key, pending_field, processed_count_key, samples_key, trimmed_key,
+    version_key,
+};
 
-/// The Redis key of a server's recent samples.
-pub fn samples_key(server_id: &str) -> String {
-    format!("metrics:samples:{server_id}")
-}
+mod reply;
+mod samples;
 
-/// The Redis key of a server's sample-set version: incremented with every write to its samples, so that a
-/// worker can tell whether its cached windows are still the truth.
-pub fn version_key(server_id: &str) -> String {
-    format!("metrics:samples-version:{server_id}")
-}
-
-/// The Redis hash that counts stream entries trimmed before a worker of a group processed them, per
-/// group: field `unread:<group>` (trimmed before any consumer read them; counted by the API's ingest
-/// script, which trims) and `pending:<group>` (read by a consumer that never acknowledged them; counted
-/// by the worker that finds them gone). Kept in Redis so that every process of the group, and every
-/// restart, adds to the same totals.
-pub fn trimmed_key(stream: &str) -> String {
-    format!("{stream}:trimmed")
-}
+use reply::{Entry, autoclaim_reply_entries, read_reply_entries};
+use samples::{Identity, decode_member, encode_member};
 
 /// What the workers of one process count, together. Prometheus counters (shared atomics: a clone
 /// counts into the same number), so that the ops port's `/api/monitoring` JSON and its Prometheus page
@@ -88,27 +78,6 @@ pub struct WorkerStats {
 /// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
 const CACHE_MAX_SERVERS: usize = 10_000;
 
-/// Announces a batch's `metric.processed` events (ARGV[3…]) in one command of the batch's
-/// transaction: each is published on the channel ARGV[1] and appended to the capped `processed`
-/// stream KEYS[1] (about ARGV[2] entries, `MAXLEN ~`) with its number `n` in the count KEYS[2] of
-/// events ever appended. In the same `MULTI` as the batch's `XACK`, so an event is in the stream if
-/// and only if its entry was processed; the broadcaster tells a gap (events trimmed before it read
-/// them) and its exact size from the numbers (see [`crate::broadcaster`]).
-const ANNOUNCE: &str = r#"
-local count = #ARGV - 2
-local last = redis.call('INCRBY', KEYS[2], count)
-for i = 3, #ARGV do
-  redis.call('PUBLISH', ARGV[1], ARGV[i])
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', last - count + i - 2, 'event', ARGV[i])
-end
-return count
-"#;
-
-/// The key counting the events ever appended to the `processed` stream `stream`.
-pub fn processed_count_key(stream: &str) -> String {
-    format!("{stream}:count")
-}
-
 /// A worker's cached view of one server's samples.
 struct Cached {
     windows: ServerWindows,
@@ -116,11 +85,6 @@ struct Cached {
     known: HashSet<Identity>,
     /// The sample-set version this view matches.
     version: i64,
-}
-
-/// The Redis key of a server's latest snapshot (the original's name).
-pub fn latest_key(server_id: &str) -> String {
-    format!("metrics:latest:{server_id}")
 }
 
 /// The consumer names of this process's workers: `--consumer-name` (else host and pid) plus `-1` … `-N`.
@@ -180,7 +144,7 @@ pub struct Worker {
     stream: String,
     group: String,
     channel: String,
-    /// The capped stream of `metric.processed` events, and its cap ([`ANNOUNCE`]).
+    /// The capped stream of `metric.processed` events, and its cap ([`ANNOUNCE_SCRIPT`]).
     processed: String,
     processed_maxlen: u64,
     spec: WindowSpec,
@@ -341,11 +305,7 @@ impl Worker {
             tracing::warn!(worker = %self.name, trimmed, "pending entries were trimmed from the stream before they were processed: lost");
             let _: i64 = self
                 .writer
-                .hincr(
-                    trimmed_key(&self.stream),
-                    format!("pending:{}", self.group),
-                    trimmed,
-                )
+                .hincr(trimmed_key(&self.stream), pending_field(&self.group), trimmed)
                 .await
                 .context("counting trimmed entries failed")?;
         }
@@ -466,7 +426,7 @@ impl Worker {
         let mut event = Vec::new();
         let mut announce = redis::cmd("EVAL");
         announce
-            .arg(ANNOUNCE)
+            .arg(ANNOUNCE_SCRIPT)
             .arg(2)
             .arg(&self.processed)
             .arg(processed_count_key(&self.processed))
@@ -537,16 +497,16 @@ impl Worker {
             }
             if let Some(((id, metric), summaries)) = last {
                 let fields = [
-                    ("serverId", metric.server_id.clone()),
-                    ("timestamp", metric.timestamp.to_string()),
+                    (latest::SERVER_ID, metric.server_id.clone()),
+                    (latest::TIMESTAMP, metric.timestamp.to_string()),
                     (
-                        "metrics",
+                        latest::METRICS,
                         serde_json::to_string(&metric.metrics).expect("readings serialize"),
                     ),
-                    ("seq", metric.seq.map(|s| s.to_string()).unwrap_or_default()),
-                    ("entryId", (*id).to_owned()),
+                    (latest::SEQ, metric.seq.map(|s| s.to_string()).unwrap_or_default()),
+                    (latest::ENTRY_ID, (*id).to_owned()),
                     (
-                        "windows",
+                        latest::WINDOWS,
                         serde_json::to_string(&summaries).expect("windows serialize"),
                     ),
                 ];
@@ -560,11 +520,7 @@ impl Worker {
         writes.xack(&self.stream, &self.group, &ids).ignore();
         if trimmed > 0 {
             writes
-                .hincr(
-                    trimmed_key(&self.stream),
-                    format!("pending:{}", self.group),
-                    trimmed,
-                )
+                .hincr(trimmed_key(&self.stream), pending_field(&self.group), trimmed)
                 .ignore();
         }
         let new_versions: Vec<i64> = match writes.query_async(&mut self.writer).await {
@@ -692,63 +648,6 @@ impl Worker {
     }
 }
 
-/// A metric's identity in the samples (the set is per server already): its `seq` and `timestamp` when it
-/// has a `seq`, so that a re-sent metric is recognised even under a new entry id, while an agent that
-/// restarted and counts from 0 again is not mistaken for a re-sender (its seq 5 has another
-/// timestamp); else its entry id. Kept as numbers (no string per metric); written into the sorted-set
-/// members as `s<seq>@<timestamp>` or `e<entry id>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Identity {
-    /// `seq` and the bits of the `f64` timestamp (the same number always has the same bits).
-    Seq { seq: u64, timestamp: u64 },
-    /// A stream entry id `<ms>-<seq>`.
-    Entry { ms: u64, seq: u64 },
-}
-
-impl Identity {
-    /// The identity of `metric`, read from the stream as entry `entry_id`; `None` if it has no `seq`
-    /// and the id is not a stream id.
-    fn of(metric: &Metric, entry_id: &str) -> Option<Identity> {
-        match metric.seq {
-            Some(seq) => Some(Identity::Seq {
-                seq,
-                timestamp: metric.timestamp.to_bits(),
-            }),
-            None => Identity::entry(entry_id),
-        }
-    }
-
-    fn entry(id: &str) -> Option<Identity> {
-        let (ms, seq) = id.split_once('-')?;
-        Some(Identity::Entry {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
-        })
-    }
-
-    /// Reads the identity part of a sorted-set member back.
-    fn parse(text: &str) -> Option<Identity> {
-        if let Some(rest) = text.strip_prefix('s') {
-            let (seq, timestamp) = rest.split_once('@')?;
-            Some(Identity::Seq {
-                seq: seq.parse().ok()?,
-                timestamp: timestamp.parse::<f64>().ok()?.to_bits(),
-            })
-        } else {
-            Identity::entry(text.strip_prefix('e')?)
-        }
-    }
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Identity::Seq { seq, timestamp } => write!(f, "s{seq}@{}", f64::from_bits(*timestamp)),
-            Identity::Entry { ms, seq } => write!(f, "e{ms}-{seq}"),
-        }
-    }
-}
-
 /// A `metric.processed` event, as [`system1::Event::Processed`] serializes, but borrowing the metric and its
 /// windows instead of cloning them, into a buffer the worker reuses.
 fn write_processed(out: &mut Vec<u8>, entry_id: &str, metric: &Metric, windows: Option<&WindowSummaries>) {
@@ -785,153 +684,9 @@ fn write_processed(out: &mut Vec<u8>, entry_id: &str, metric: &Metric, windows: 
     serde_json::to_writer(out, &event).expect("events serialize");
 }
 
-/// A sample as a sorted-set member: identity and the five aggregated values.
-fn encode_member(identity: &Identity, metric: &Metric) -> String {
-    let r = &metric.metrics;
-    let (rx, tx) = r.network.map_or((0.0, 0.0), |n| (n.rx, n.tx));
-    format!("{identity}|{}|{}|{}|{rx}|{tx}", r.cpu, r.memory, r.disk)
-}
-
-fn decode_member(member: &str) -> Option<(Identity, lab_core::Readings)> {
-    let mut parts = member.split('|');
-    let identity = Identity::parse(parts.next()?)?;
-    let mut next = || parts.next()?.parse::<f64>().ok();
-    let (cpu, memory, disk, rx, tx) = (next()?, next()?, next()?, next()?, next()?);
-    Some((
-        identity,
-        lab_core::Readings {
-            cpu,
-            memory,
-            disk,
-            network: Some(lab_core::Network { rx, tx }),
-            extra: vec![],
-        },
-    ))
-}
-
-/// One stream entry as Redis sent it, borrowed from the reply: no map and no copies per entry (the
-/// typed `StreamReadReply` of redis-rs builds a `HashMap<String, Value>` for each).
-struct Entry<'a> {
-    /// The entry id, `<ms>-<seq>`.
-    id: &'a str,
-    /// Field names and values, alternating; empty when the entry was trimmed since it was read.
-    fields: &'a [Value],
-}
-
-impl<'a> Entry<'a> {
-    /// The fields whose name and value are strings, as `(name, value)`.
-    fn field_pairs(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a> {
-        self.fields.chunks_exact(2).filter_map(|pair| match pair {
-            [Value::BulkString(name), Value::BulkString(value)] => {
-                Some((std::str::from_utf8(name).ok()?, value.as_slice()))
-            }
-            _ => None,
-        })
-    }
-}
-
-/// What an unexpected reply shape is called in errors.
-fn bad_reply(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("unexpected {what} reply from Redis")
-}
-
-fn as_str(value: &Value) -> Option<&str> {
-    match value {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// A list of entries `[[id, [field, value, …] | nil], …]`, as XREADGROUP and XAUTOCLAIM send them.
-fn entry_list(value: &Value) -> anyhow::Result<Vec<Entry<'_>>> {
-    let Value::Array(items) = value else {
-        return Err(bad_reply("stream entries"));
-    };
-    items
-        .iter()
-        .map(|item| match item {
-            Value::Array(pair) if pair.len() == 2 => Ok(Entry {
-                id: as_str(&pair[0]).ok_or_else(|| bad_reply("stream entry id"))?,
-                fields: match &pair[1] {
-                    Value::Array(fields) => fields,
-                    _ => &[],
-                },
-            }),
-            _ => Err(bad_reply("stream entry")),
-        })
-        .collect()
-}
-
-/// The entries of an `XREADGROUP` reply for one stream: `nil` (nothing within the block time), or
-/// `[[stream, entries]]` (RESP2), or `{stream: entries}` (RESP3).
-fn read_reply_entries(reply: &Value) -> anyhow::Result<Vec<Entry<'_>>> {
-    match reply {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(streams) => match streams.first() {
-            None => Ok(Vec::new()),
-            Some(Value::Array(stream)) if stream.len() == 2 => entry_list(&stream[1]),
-            Some(_) => Err(bad_reply("XREADGROUP")),
-        },
-        Value::Map(streams) => match streams.first() {
-            None => Ok(Vec::new()),
-            Some((_, entries)) => entry_list(entries),
-        },
-        _ => Err(bad_reply("XREADGROUP")),
-    }
-}
-
-/// The claimed entries of an `XAUTOCLAIM` reply `[next id, entries, deleted ids]`, and how many
-/// pending entries it found deleted from the stream (Redis 7; `nil` when no claim was attempted).
-fn autoclaim_reply_entries(reply: &Value) -> anyhow::Result<(Vec<Entry<'_>>, usize)> {
-    match reply {
-        Value::Nil => Ok((Vec::new(), 0)),
-        Value::Array(parts) if parts.len() >= 2 => {
-            let deleted = match parts.get(2) {
-                Some(Value::Array(ids)) => ids.len(),
-                _ => 0,
-            };
-            Ok((entry_list(&parts[1])?, deleted))
-        }
-        _ => Err(bad_reply("XAUTOCLAIM")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn members_round_trip() {
-        let metric = Metric {
-            server_id: "s".into(),
-            timestamp: 1.0,
-            metrics: lab_core::Readings {
-                cpu: 12.5,
-                memory: 1.0,
-                disk: 2.0,
-                network: None,
-                extra: vec![],
-            },
-            seq: Some(9),
-        };
-        let identity = Identity::of(&metric, "1-0").unwrap();
-        let member = encode_member(&identity, &metric);
-        assert_eq!(member, "s9@1|12.5|1|2|0|0");
-        let (id, readings) = decode_member(&member).unwrap();
-        assert_eq!(
-            (id, readings.cpu, readings.network.unwrap().rx),
-            (identity, 12.5, 0.0)
-        );
-        let by_entry = Identity::of(&Metric { seq: None, ..metric }, "7-1").unwrap();
-        assert_eq!(by_entry.to_string(), "e7-1");
-        assert_eq!(Identity::parse("e7-1"), Some(by_entry));
-        assert_eq!(
-            Identity::parse("s3@1763800000000.25").unwrap().to_string(),
-            "s3@1763800000000.25"
-        );
-        assert!(decode_member("garbage").is_none());
-    }
 
     #[test]
     fn processed_events_are_the_protocols() {
