@@ -160,9 +160,9 @@ return ids
 "#;
 
 /// Announces a batch's `metric.processed` events (ARGV[3…]) in one command of the batch's
-/// transaction: each is published on the channel ARGV[1] and appended to the capped `processed`
-/// stream KEYS[1] (about ARGV[2] entries, `MAXLEN ~`) with its number [`processed::N`] in the count
-/// KEYS[2] ([`processed_count_key`]) of events ever appended. In the same `MULTI` as the batch's
+/// transaction: each is published on the channel `ARGV[1]` and appended to the capped `processed`
+/// stream `KEYS[1]` (about `ARGV[2]` entries, `MAXLEN ~`) with its number [`processed::N`] in the count
+/// `KEYS[2]` ([`processed_count_key`]) of events ever appended. In the same `MULTI` as the batch's
 /// `XACK`, so an event is in the stream if and only if its entry was processed; the broadcaster tells
 /// a gap (events trimmed before it read them) and its exact size from the numbers (see
 /// [`crate::broadcaster`]).

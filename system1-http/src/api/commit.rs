@@ -47,10 +47,10 @@
 //! metrics are never split between calls.
 //!
 //! **A leader that goes away.** hyper drops a request's future when its client disconnects, and a
-//! leader's may be dropped in the middle of its call. Its guard ([`Lead`]) then answers the others of the
+//! leader's may be dropped in the middle of its call. Its guard (`Lead`) then answers the others of the
 //! group with [`CommitError::Abandoned`] (`503`: Redis may or may not have run the call, so they must not
 //! be acked) and hands the lead on, so that the queue never waits for a leader that is gone. The lead
-//! itself travels as a [`Baton`]: a request that goes away after the lead was sent to it, before it
+//! itself travels as a `Baton`: a request that goes away after the lead was sent to it, before it
 //! woke up to take it, drops the baton, which puts its group back in the queue and hands the lead on.
 
 use std::collections::VecDeque;
