@@ -20,6 +20,28 @@ fn lab_run(tmp: &Path, out: &Path, sets: &[&str]) -> Command {
     command
 }
 
+/// `lab run FILE --out OUT` with its temporary folders in `temp`; asserts it succeeded and returns
+/// what it printed.
+fn run_file(scenario: &Path, out: &Path, temp: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .arg("run")
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .env("TMPDIR", temp)
+        .env_remove("REDIS_URL")
+        .env_remove("LAB_BASE_PORT")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    text
+}
+
 fn assert_nothing_left(tmp: &Path) {
     let left: Vec<_> = std::fs::read_dir(tmp).unwrap().collect();
     assert!(left.is_empty(), "left behind in the temporary folder: {left:?}");
@@ -199,22 +221,7 @@ faults = ["kill-worker@2s", "restart-redis@3500ms:1s", "restart-system2@5s:1s"]
 "#,
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_lab"))
-        .arg("run")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .env("TMPDIR", &temp)
-        .env_remove("REDIS_URL")
-        .env_remove("LAB_BASE_PORT")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{text}");
+    run_file(&scenario, &out, &temp);
     assert_nothing_left(&temp);
 
     // The raw data: what the supervisor did, and both timelines.
@@ -303,22 +310,7 @@ rate = 200
 "#,
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_lab"))
-        .arg("run")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .env("TMPDIR", &temp)
-        .env_remove("REDIS_URL")
-        .env_remove("LAB_BASE_PORT")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{text}");
+    let text = run_file(&scenario, &out, &temp);
     assert!(
         text.contains("skipped: past the knee (step 1 at 100/s did not keep up)"),
         "{text}"

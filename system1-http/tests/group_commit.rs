@@ -11,35 +11,11 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::api_cli;
+use common::start_api;
 use lab_testkit::{Fsync, RedisServer};
 use redis::Commands;
 use serde_json::{Value, json};
-use system1_http::api::IngestApi;
-use system1_http::config::Role;
-use tokio::sync::oneshot;
 use tokio::task::JoinSet;
-
-struct Api {
-    urls: Vec<String>,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start_api(redis: &RedisServer, extra: &[&str]) -> Api {
-    let cli = api_cli(redis, extra);
-    let Role::Api(api) = &cli.role else { unreachable!() };
-    let server = IngestApi::bind(api, &cli.redis).await.unwrap();
-    let urls = server
-        .local_addrs()
-        .iter()
-        .map(|a| format!("http://{a}"))
-        .collect();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Api { urls, _stop: stop }
-}
 
 fn metric(server: &str, seq: u64) -> Value {
     json!({"serverId": server, "timestamp": lab_core::now_ms(), "metrics": {"cpu": (seq % 100) as f64, "memory": 20, "disk": 30}, "seq": seq})

@@ -5,7 +5,9 @@
 use clap::Parser;
 use lab_testkit::RedisServer;
 use redis::Commands;
-use system1_http::config::Cli;
+use system1_http::api::IngestApi;
+use system1_http::config::{Cli, Role};
+use tokio::sync::oneshot;
 
 /// The default stream and group.
 pub const STREAM: &str = "metrics:stream";
@@ -50,4 +52,28 @@ pub fn read_without_ack(redis: &RedisServer, consumer: &str, count: usize) {
 pub fn pending(redis: &RedisServer) -> usize {
     let reply: redis::streams::StreamPendingReply = redis.connection().xpending(STREAM, GROUP).unwrap();
     reply.count()
+}
+
+/// An API running in this process on free ports; stops when dropped.
+pub struct Api {
+    /// `http://…` of its HTTP/1.1 port, then its HTTP/2 port.
+    pub urls: Vec<String>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts `system1 api` (plus `extra`) against `redis`, in this process.
+pub async fn start_api(redis: &RedisServer, extra: &[&str]) -> Api {
+    let cli = api_cli(redis, extra);
+    let Role::Api(api) = &cli.role else { unreachable!() };
+    let server = IngestApi::bind(api, &cli.redis).await.unwrap();
+    let urls = server
+        .local_addrs()
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Api { urls, _stop: stop }
 }
