@@ -1,6 +1,10 @@
 //! The stream's cap (`--stream-maxlen`) against a real redis-server: trimming drops entries whether or
 //! not a worker processed them, and every such drop is counted, by kind; a consumer whose pending
 //! entries were trimmed is not wedged by them.
+//!
+//! On one partition (`--partitions 1`, the single stream `metrics:stream`), so that the counts are
+//! those of one cap: with eight partitions, each has an eighth of `--stream-maxlen`, and is trimmed
+//! and counted the same way, on its own.
 
 mod common;
 
@@ -18,7 +22,7 @@ use system1_http::worker::{Outcome, Worker, WorkerStats};
 
 /// Starts the API with a cap of 1 000 entries (the smallest allowed); returns its URL.
 async fn start_api(redis: &RedisServer) -> String {
-    let cli = api_cli(redis, &["--stream-maxlen", "1000"]);
+    let cli = api_cli(redis, &["--partitions", "1", "--stream-maxlen", "1000"]);
     let Role::Api(args) = &cli.role else {
         unreachable!()
     };
@@ -32,7 +36,11 @@ async fn worker(redis: &RedisServer, name: &str, stats: &Arc<WorkerStats>) -> Wo
     let cli = cli(
         redis,
         &[
+            "--partitions",
+            "1",
             "worker",
+            "--lease-ms",
+            "300",
             "--block-ms",
             "100",
             "--batch-size",
@@ -107,27 +115,14 @@ async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedg
     assert_eq!(counted(&redis, "unread:audit"), 1020);
     assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 0);
 
-    // "w3" comes back: its own pending entries are gone. It acks and counts them, and goes on.
+    // "w3" comes back: it owns nothing (w1 owns the only partition), so it reads nothing.
     let mut w3 = worker(&redis, "w3", &stats).await;
-    assert_eq!(
-        w3.process_batch().await.unwrap(),
-        Outcome::Processed {
-            entries: 0,
-            duplicates: 0,
-            unreadable: 0,
-            claimed: 0,
-            trimmed: 3
-        }
-    );
-    assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 3);
-    assert_eq!(
-        pending(&redis),
-        5,
-        "only the dead consumer's entries are left pending"
-    );
+    assert_eq!(w3.process_batch().await.unwrap(), Outcome::Empty);
+    assert!(w3.owned_partitions().is_empty());
 
-    // "dead" never comes back: once its entries are idle past --claim-idle-ms, XAUTOCLAIM reports them
-    // deleted (and drops them from the pending list); w1 counts them and reads on.
+    // The partition's owner looks for entries left pending by others: once they are idle past
+    // --claim-idle-ms, XAUTOCLAIM reports the 8 of "dead" and "w3" deleted (and drops them from the
+    // pending list); w1 counts them and reads on.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let outcome = w1.process_batch().await.unwrap();
     assert!(
@@ -135,13 +130,18 @@ async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedg
             outcome,
             Outcome::Processed {
                 claimed: 0,
-                trimmed: 5,
+                trimmed: 8,
                 ..
             }
         ),
         "{outcome:?}"
     );
     assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 8);
+    assert_eq!(
+        pending(&redis),
+        0,
+        "nothing of the trimmed entries is left pending"
+    );
 
     // Nothing is wedged: the workers drain the rest of the stream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -158,7 +158,18 @@ async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedg
     assert_eq!(stats.trimmed_pending.get(), 8);
 
     // The ops port shows it: 1 010 metrics of this group's were thrown away unprocessed.
-    let cli = cli(&redis, &["worker", "--ops-port", "0", "--ops-host", "127.0.0.1"]);
+    let cli = cli(
+        &redis,
+        &[
+            "--partitions",
+            "1",
+            "worker",
+            "--ops-port",
+            "0",
+            "--ops-host",
+            "127.0.0.1",
+        ],
+    );
     let Role::Worker(args) = &cli.role else {
         unreachable!()
     };

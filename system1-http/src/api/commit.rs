@@ -60,7 +60,7 @@ use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionManager;
 use tokio::sync::oneshot;
 
-use crate::store::TRIM_STEP;
+use crate::store::{Partitions, TRIM_STEP, trimmed_key};
 
 /// Most metrics in one group commit. Large enough that one call amortizes its fixed cost over hundreds
 /// of metrics, small enough that Redis, which runs a script to its end before serving anyone else,
@@ -87,20 +87,23 @@ pub enum CommitError {
 }
 
 /// A request's metrics as the ingest script's arguments, encoded by the request's own task (so that
-/// the encoding runs on every core), in one buffer.
+/// the encoding runs on every core), in one buffer, with each metric's partition.
 pub struct Args {
     /// The arguments, back to back.
     bytes: Vec<u8>,
     /// Where each argument ends in `bytes` ([`ARGS_PER_METRIC`] per metric).
     ends: Vec<usize>,
+    /// Each metric's partition ([`Partitions::of`] its server).
+    partitions: Vec<usize>,
 }
 
 impl Args {
-    /// Encodes `metrics` (already validated).
-    pub fn new(metrics: &[lab_core::Metric]) -> Args {
+    /// Encodes `metrics` (already validated), to go to their servers' partitions of `partitions`.
+    pub fn new(metrics: &[lab_core::Metric], partitions: &Partitions) -> Args {
         let mut bytes = Vec::with_capacity(metrics.len() * 384);
         let mut ends = Vec::with_capacity(metrics.len() * ARGS_PER_METRIC);
         let mut payload = Vec::with_capacity(256);
+        let partitions = metrics.iter().map(|m| partitions.of(&m.server_id)).collect();
         for metric in metrics {
             let readings = super::ingested_payload(metric, &mut payload);
             let mut push = |arg: &[u8]| {
@@ -116,7 +119,11 @@ impl Args {
             }
             push(&payload);
         }
-        Args { bytes, ends }
+        Args {
+            bytes,
+            ends,
+            partitions,
+        }
     }
 
     /// The number of metrics.
@@ -124,12 +131,12 @@ impl Args {
         self.ends.len() / ARGS_PER_METRIC
     }
 
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let arg = &self.bytes[start..end];
-            start = end;
-            arg
+    /// The script arguments of metric `m`.
+    fn of_metric(&self, m: usize) -> impl Iterator<Item = &[u8]> {
+        let first = m * ARGS_PER_METRIC;
+        (first..first + ARGS_PER_METRIC).map(move |a| {
+            let start = if a == 0 { 0 } else { self.ends[a - 1] };
+            &self.bytes[start..self.ends[a]]
         })
     }
 }
@@ -194,13 +201,11 @@ pub struct Target {
     pub redis: ConnectionManager,
     /// The ingest script ([`crate::store::INGEST_SCRIPT`]).
     pub script: redis::Script,
-    /// The stream.
-    pub stream_key: String,
-    /// Where trimming counts what it dropped unread ([`crate::store::trimmed_key`]).
-    pub trimmed_key: String,
+    /// The stream's partitions: each metric goes to its server's.
+    pub partitions: Partitions,
     /// The channel of `metric.ingested` events.
     pub channel: String,
-    /// The stream's cap.
+    /// Each partition's cap ([`Partitions::maxlen_each`]).
     pub maxlen: u64,
 }
 
@@ -242,7 +247,7 @@ impl GroupCommit {
     /// which bounds the queue.
     pub async fn commit(&self, metrics: &[lab_core::Metric]) -> Result<Vec<String>, CommitError> {
         let shared = &self.shared;
-        let args = Args::new(metrics);
+        let args = Args::new(metrics, &shared.target.partitions);
         let waiting = {
             let mut state = shared.lock();
             if state.leading {
@@ -287,12 +292,17 @@ impl Shared {
         self.stats.commits.inc();
         self.stats.requests.inc_by(1 + others.len() as u64);
         self.stats.metrics.inc_by(metrics as u64);
-        let command = self.command(&own, &others, metrics);
+        let commands = self.commands(&own, &others);
+        // Each metric's partition, in the group's order: where its id comes back.
+        let order: Vec<usize> = std::iter::once(&own)
+            .chain(others.iter().map(|p| &p.args))
+            .flat_map(|args| args.partitions.iter().copied())
+            .collect();
         let mut lead = Lead {
             shared: self,
             others: Some(others),
         };
-        let result = self.call(command, metrics).await;
+        let result = self.call(commands, &order).await;
         let others = lead.others.take().expect("taken only here and on drop");
         // Hands the lead on before answering anyone: the next call starts at once.
         drop(lead);
@@ -354,51 +364,122 @@ impl Shared {
         }
     }
 
-    /// `EVALSHA` of the ingest script with every request's arguments, in order. Built directly rather
+    /// One `EVALSHA` of the ingest script per partition the group touches, each with the arguments of
+    /// that partition's metrics, in the order they came; by partition number. Built directly rather
     /// than through `redis::Script`'s invocation, which would keep each argument in an allocation of
     /// its own and then copy them all into the command.
-    fn command(&self, own: &Args, others: &[Part], metrics: usize) -> redis::Cmd {
+    fn commands(&self, own: &Args, others: &[Part]) -> Vec<(usize, redis::Cmd)> {
         let t = &self.target;
-        let bytes = own.bytes.len() + others.iter().map(|p| p.args.bytes.len()).sum::<usize>();
-        let mut command = redis::Cmd::with_capacity(9 + ARGS_PER_METRIC * metrics, 128 + bytes);
-        command
-            .arg("EVALSHA")
-            .arg(t.script.get_hash())
-            .arg(2)
-            .arg(&t.stream_key)
-            .arg(&t.trimmed_key)
-            .arg(t.maxlen)
-            .arg(&t.channel)
-            .arg(metrics)
-            .arg(TRIM_STEP);
-        for args in std::iter::once(own).chain(others.iter().map(|p| &p.args)) {
-            for arg in args.iter() {
-                command.arg(arg);
+        let group = || std::iter::once(own).chain(others.iter().map(|p| &p.args));
+        let mut counts = vec![0usize; t.partitions.count()];
+        for args in group() {
+            for &p in &args.partitions {
+                counts[p] += 1;
             }
         }
-        command
-    }
-
-    /// Sends `command`; if Redis does not know the script (it restarted, or the warm-up load has not
-    /// happened yet), `SCRIPT LOAD` and again, as `redis::Script` does. The reply must hold one id per
-    /// metric, or nothing can be acked from it.
-    async fn call(&self, command: redis::Cmd, metrics: usize) -> Result<Vec<String>, CommitError> {
-        let t = &self.target;
-        let mut redis = t.redis.clone();
-        let reply: redis::RedisResult<Vec<String>> = match command.query_async(&mut redis).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                match t.script.prepare_invoke().load_async(&mut redis).await {
-                    Ok(_) => command.query_async(&mut redis).await,
-                    Err(e) => Err(e),
+        let mut commands: Vec<Option<redis::Cmd>> = counts
+            .iter()
+            .enumerate()
+            .map(|(p, &metrics)| {
+                (metrics > 0).then(|| {
+                    let stream = t.partitions.stream(p);
+                    let mut command =
+                        redis::Cmd::with_capacity(9 + ARGS_PER_METRIC * metrics, 128 + 384 * metrics);
+                    command
+                        .arg("EVALSHA")
+                        .arg(t.script.get_hash())
+                        .arg(2)
+                        .arg(&stream)
+                        .arg(trimmed_key(&stream))
+                        .arg(t.maxlen)
+                        .arg(&t.channel)
+                        .arg(metrics)
+                        .arg(TRIM_STEP);
+                    command
+                })
+            })
+            .collect();
+        for args in group() {
+            for (m, &p) in args.partitions.iter().enumerate() {
+                let command = commands[p].as_mut().expect("counted above");
+                for arg in args.of_metric(m) {
+                    command.arg(arg);
                 }
             }
-            result => result,
-        };
-        let ids = reply.map_err(|e| CommitError::Redis(e.to_string()))?;
-        if ids.len() != metrics {
+        }
+        commands
+            .into_iter()
+            .enumerate()
+            .filter_map(|(p, c)| Some((p, c?)))
+            .collect()
+    }
+
+    /// Sends `commands` in one pipeline (one round trip, whatever the number of partitions); those
+    /// Redis does not know the script for (it restarted, or the warm-up load has not happened yet)
+    /// again after `SCRIPT LOAD`, as `redis::Script` does. Each reply must hold one id per metric of
+    /// its partition, or nothing can be acked from it. Returns the ids in the order of the group's
+    /// metrics, whose partitions are `order`.
+    ///
+    /// A call per partition is not one transaction: if one fails and another succeeds, the group is
+    /// answered `503` although some of its metrics are in Redis. The client retries, and the workers
+    /// count a re-sent metric once (as after any lost reply: at least once).
+    async fn call(
+        &self,
+        commands: Vec<(usize, redis::Cmd)>,
+        order: &[usize],
+    ) -> Result<Vec<String>, CommitError> {
+        let t = &self.target;
+        let mut redis = t.redis.clone();
+        let mut replies: Vec<Option<Vec<String>>> = vec![None; t.partitions.count()];
+        let mut todo = commands;
+        for attempt in 0..2 {
+            let mut pipe = redis::pipe();
+            for (_, command) in &todo {
+                pipe.add_command(command.clone());
+            }
+            let results: Vec<redis::RedisResult<Vec<String>>> = pipe
+                .ignore_errors()
+                .query_async(&mut redis)
+                .await
+                .map_err(|e| CommitError::Redis(e.to_string()))?;
+            let mut again = Vec::new();
+            for ((p, command), result) in todo.into_iter().zip(results) {
+                match result {
+                    Ok(ids) => replies[p] = Some(ids),
+                    Err(e)
+                        if attempt == 0
+                            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        again.push((p, command))
+                    }
+                    Err(e) => return Err(CommitError::Redis(e.to_string())),
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            t.script
+                .prepare_invoke()
+                .load_async(&mut redis)
+                .await
+                .map_err(|e| CommitError::Redis(e.to_string()))?;
+            todo = again;
+        }
+        // Back in the group's order: the next id of each metric's partition.
+        let mut next: Vec<std::vec::IntoIter<String>> = replies
+            .into_iter()
+            .map(|ids| ids.unwrap_or_default().into_iter())
+            .collect();
+        let mut ids = Vec::with_capacity(order.len());
+        for &p in order {
+            let id = next[p]
+                .next()
+                .ok_or_else(|| CommitError::Reply(format!("fewer ids than metrics for partition {p}")))?;
+            ids.push(id);
+        }
+        if let Some(p) = next.iter().position(|rest| rest.len() > 0) {
             return Err(CommitError::Reply(format!(
-                "{} ids for {metrics} metrics",
-                ids.len()
+                "more ids than metrics for partition {p}"
             )));
         }
         Ok(ids)
