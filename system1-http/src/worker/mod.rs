@@ -45,12 +45,12 @@
 //! so a worker that dies before committing leaves it pending, and the partition's next owner
 //! processes it. A client that re-sends a metric (its `202` was lost) appends it again under a new id:
 //! the worker recognises its identity (`serverId`+`seq`+`timestamp`, or the entry id without a `seq`)
-//! among its server's recent ones ([`identity::Known`]) and does not count it twice.
+//! among its server's recent ones (the last 2 × `--buffer-size`) and does not count it twice.
 //!
 //! **Entries trimmed while pending.** The stream's cap (see [`crate::api`]) may remove an entry that a
 //! consumer has read but not acked. Redis keeps its id in the pending list; the worker that meets it
 //! (its own on resuming, or a dead consumer's when claiming) finds no data, acks it so that it blocks
-//! nothing, and counts it as lost in [`trimmed_key`].
+//! nothing, and counts it as lost in [`crate::store::trimmed_key`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -520,7 +520,11 @@ impl Worker {
             if entries.is_empty() {
                 continue;
             }
-            let Some(&p) = owned.iter().find(|&&p| self.owned[&p].stream == *stream) else {
+            // (A partition lost while committing another of this read is no longer in `owned`.)
+            let Some(&p) = owned
+                .iter()
+                .find(|&&p| self.owned.get(&p).is_some_and(|o| o.stream == *stream))
+            else {
                 continue;
             };
             outcome = outcome.and(self.process(p, entries).await?);
