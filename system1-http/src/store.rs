@@ -6,7 +6,7 @@
 //!
 //! | what | key (defaults) | written by | read by |
 //! | --- | --- | --- | --- |
-//! | the metrics stream, in partitions | [`Partitions::stream`]: `metrics:stream:{p0}` … `metrics:stream:{p7}` (`--stream-key`, `--partitions`; a server's partition is [`Partitions::of`] its id), entries `serverId timestamp metrics [seq]` ([`lab_core::wire::system1::field`]) | the API ([`INGEST_SCRIPT`], one call per partition) | the partition's owner (`XREADGROUP`, consumer group `--group`) |
+//! | the metrics stream, in partitions | [`Partitions::stream`]: `metrics:stream:{p0}` … `metrics:stream:{p7}` (`--stream-key`, `--partitions`; a server's partition is [`Partitions::of`] its id), entries `serverId timestamp metrics [seq]` ([`lab_core::wire::system1::field`]) | the API ([`INGEST_SCRIPT`]) | the partition's owner (`XREADGROUP`, consumer group `--group`) |
 //! | who owns a partition | [`Partitions::lease`]: `metrics:stream:{p3}:owner:<group>`, the owner's consumer name, with a time to live (`--lease-ms`) | the workers ([`RENEW_SCRIPT`], [`COMMIT_SCRIPT`]) | the workers |
 //! | the group's live workers | [`Partitions::members`]: `metrics:stream:members:<group>`, a sorted set (score: when each one's heartbeat lapses) | the workers ([`HEARTBEAT_SCRIPT`]) | the workers (their fair share of partitions) |
 //! | what trimming dropped | [`trimmed_key`] of each partition: `metrics:stream:{p3}:trimmed`, fields [`unread_field`] and [`pending_field`] | the API (unread) and the workers (pending) | the workers' ops port |
@@ -170,14 +170,20 @@ pub mod processed {
 /// (as `MAXLEN ~` does with Redis's 100-entry nodes) makes its cost per metric small and constant.
 pub const TRIM_STEP: u64 = 100;
 
-/// Appends metrics to one partition and announces them, atomically; then trims the partition if it is
-/// [`TRIM_STEP`] entries over its cap, counting what that drops unread.
+/// Appends metrics to their partitions and announces them, atomically; then trims each partition it
+/// appended to that is [`TRIM_STEP`] entries over its cap, counting what that drops unread.
 ///
-/// KEYS: the partition's stream, its trimmed-entries hash ([`trimmed_key`]). ARGV: maxlen, channel, count, trim
-/// step, then five values per metric: serverId, timestamp, metrics JSON, seq ('' for none), the metric's
-/// JSON. Returns the entry ids, in order. One call may carry the metrics of many requests (the API's
-/// group commit, [`crate::api`]; one call per partition the group touches, pipelined): the script does
-/// not know or care where each metric came from.
+/// KEYS: for each partition the call appends to, its stream and its trimmed-entries hash
+/// ([`trimmed_key`]), in pairs. ARGV: each partition's cap, channel, count, trim step, then six values
+/// per metric: the number of its partition's pair in KEYS (1, 2, …), serverId, timestamp, metrics
+/// JSON, seq ('' for none), the metric's JSON. Returns the entry ids, in order. One call carries
+/// the metrics of many requests (the API's group commit, [`crate::api`]) to every partition they
+/// go to: the script does not know or care where each metric came from.
+///
+/// **One call, many partitions.** Each call has a fixed cost (looking the script up, setting up Lua,
+/// an `XLEN` per partition for trimming); one call per partition would pay it up to eight times per
+/// group. On a Redis Cluster a script may only touch keys of one hash slot: there, the API would make
+/// one call per partition (or per node), which the keys' `{pN}` tags already allow.
 ///
 /// **Why the script trims, rather than `XADD … MAXLEN ~`.** Trimming deletes the oldest entries whether
 /// or not a worker has processed them. To count the ones no worker has even read, we must know which
@@ -191,45 +197,49 @@ pub const INGEST_SCRIPT: &str = r#"
 local maxlen, channel, n, step = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local ids = {}
 for m = 0, n - 1 do
-  local a = 5 + m * 5
+  local a = 5 + m * 6
+  local stream = KEYS[tonumber(ARGV[a]) * 2 - 1]
   local id
-  if ARGV[a + 3] == '' then
-    id = redis.call('XADD', KEYS[1], '*',
-      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2])
+  if ARGV[a + 4] == '' then
+    id = redis.call('XADD', stream, '*',
+      'serverId', ARGV[a + 1], 'timestamp', ARGV[a + 2], 'metrics', ARGV[a + 3])
   else
-    id = redis.call('XADD', KEYS[1], '*',
-      'serverId', ARGV[a], 'timestamp', ARGV[a + 1], 'metrics', ARGV[a + 2], 'seq', ARGV[a + 3])
+    id = redis.call('XADD', stream, '*',
+      'serverId', ARGV[a + 1], 'timestamp', ARGV[a + 2], 'metrics', ARGV[a + 3], 'seq', ARGV[a + 4])
   end
-  redis.call('PUBLISH', channel, '{"type":"metric.ingested","entryId":"' .. id .. '","payload":' .. ARGV[a + 4] .. '}')
+  redis.call('PUBLISH', channel, '{"type":"metric.ingested","entryId":"' .. id .. '","payload":' .. ARGV[a + 5] .. '}')
   ids[m + 1] = id
 end
-local length = redis.call('XLEN', KEYS[1])
-if length >= maxlen + step then
-  local excess = length - maxlen
-  -- Stream ids are "<ms>-<seq>": compare them as two numbers.
-  local function parse(id)
-    local dash = string.find(id, '-', 1, true)
-    return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
-  end
-  local function newer(ams, aseq, bms, bseq)
-    return ams > bms or (ams == bms and aseq > bseq)
-  end
-  local doomed = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', excess)
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-    local name, last
-    for i = 1, #group, 2 do
-      if group[i] == 'name' then name = group[i + 1] end
-      if group[i] == 'last-delivered-id' then last = group[i + 1] end
+-- Stream ids are "<ms>-<seq>": compare them as two numbers.
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function newer(ams, aseq, bms, bseq)
+  return ams > bms or (ams == bms and aseq > bseq)
+end
+for k = 1, #KEYS, 2 do
+  local stream, trimmed = KEYS[k], KEYS[k + 1]
+  local length = redis.call('XLEN', stream)
+  if length >= maxlen + step then
+    local excess = length - maxlen
+    local doomed = redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)
+    for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+      local name, last
+      for i = 1, #group, 2 do
+        if group[i] == 'name' then name = group[i + 1] end
+        if group[i] == 'last-delivered-id' then last = group[i + 1] end
+      end
+      local lms, lseq = parse(last)
+      local unread = 0
+      for _, entry in ipairs(doomed) do
+        local ems, eseq = parse(entry[1])
+        if newer(ems, eseq, lms, lseq) then unread = unread + 1 end
+      end
+      if unread > 0 then redis.call('HINCRBY', trimmed, 'unread:' .. name, unread) end
     end
-    local lms, lseq = parse(last)
-    local unread = 0
-    for _, entry in ipairs(doomed) do
-      local ems, eseq = parse(entry[1])
-      if newer(ems, eseq, lms, lseq) then unread = unread + 1 end
-    end
-    if unread > 0 then redis.call('HINCRBY', KEYS[2], 'unread:' .. name, unread) end
+    redis.call('XTRIM', stream, 'MAXLEN', maxlen)
   end
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', maxlen)
 end
 return ids
 "#;

@@ -216,3 +216,89 @@ async fn without_a_group_trimming_only_caps_the_stream() {
     let exists: bool = redis.connection().exists(trimmed_key(STREAM)).unwrap();
     assert!(!exists);
 }
+
+/// With several partitions, each is capped at its share of `--stream-maxlen` and counts what its trims
+/// drop in its own hash; the ops port adds them up for the group.
+#[tokio::test]
+async fn each_partition_is_capped_at_its_share_and_counted_on_its_own() {
+    let redis = RedisServer::start().unwrap();
+    let api_args = api_cli(&redis, &["--partitions", "2", "--stream-maxlen", "2000"]);
+    let Role::Api(args) = &api_args.role else {
+        unreachable!()
+    };
+    let api = IngestApi::bind(args, &api_args.redis).await.unwrap();
+    let url = format!("http://{}", api.local_addrs()[0]);
+    tokio::spawn(api.run(std::future::pending()));
+    let partitions = system1_http::store::Partitions::new(STREAM, 2);
+    // Two servers, one in each partition.
+    let a = "a".to_owned();
+    let b = (0..)
+        .map(|i| format!("b{i}"))
+        .find(|b| partitions.of(b) != partitions.of(&a))
+        .unwrap();
+    // The group exists (a worker created it) and reads nothing.
+    let worker_cli = cli(&redis, &["--partitions", "2", "worker"]);
+    let Role::Worker(wargs) = &worker_cli.role else {
+        unreachable!()
+    };
+    Worker::connect(wargs, &worker_cli.redis, "idle".into())
+        .await
+        .unwrap()
+        .ensure_group()
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for server in [&a, &b] {
+        for (first, n) in [(0, 1000), (1000, 100)] {
+            let batch: Vec<Value> = (first..first + n)
+                .map(|seq| json!({"serverId": server, "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}))
+                .collect();
+            let response = client
+                .post(format!("{url}/metrics"))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 202);
+        }
+    }
+    for server in [&a, &b] {
+        let stream = partitions.stream(partitions.of(server));
+        let length: usize = redis.connection().xlen(&stream).unwrap();
+        assert_eq!(length, 1000, "{stream}: 1 100 appended, trimmed to half of 2 000");
+        let unread: u64 = redis
+            .connection()
+            .hget(trimmed_key(&stream), format!("unread:{GROUP}"))
+            .unwrap();
+        assert_eq!(unread, 100, "{stream}");
+    }
+    let ops_cli = cli(
+        &redis,
+        &[
+            "--partitions",
+            "2",
+            "worker",
+            "--ops-port",
+            "0",
+            "--ops-host",
+            "127.0.0.1",
+        ],
+    );
+    let Role::Worker(ops_args) = &ops_cli.role else {
+        unreachable!()
+    };
+    let stats = Arc::new(WorkerStats::default());
+    let (address, _task) =
+        system1_http::worker_ops::serve(ops_args, &ops_cli.redis, stats, std::future::pending())
+            .await
+            .unwrap();
+    let m: Value = reqwest::get(format!("http://{address}/api/monitoring"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["trimmed"], json!({"unread": 200, "pending": 0}), "{m}");
+    assert_eq!(m["streamLength"], 2000);
+    assert_eq!(m["partitions"].as_array().unwrap().len(), 2);
+}

@@ -68,7 +68,8 @@ use crate::store::{Partitions, TRIM_STEP, trimmed_key};
 /// (at most [`lab_core::limits::MAX_BATCH_ITEMS`] metrics) always fits.
 pub const MAX_GROUP_METRICS: usize = 2_000;
 
-/// Script arguments per metric: serverId, timestamp, readings JSON, seq ('' for none), the metric's JSON.
+/// Script arguments per metric encoded by a request: serverId, timestamp, readings JSON, seq ('' for none), the
+/// metric's JSON. (The call puts one more before them: the number of the metric's partition in its KEYS.)
 const ARGS_PER_METRIC: usize = 5;
 
 /// Why a request's metrics were not committed. Every request of a failed group gets its own copy.
@@ -292,17 +293,12 @@ impl Shared {
         self.stats.commits.inc();
         self.stats.requests.inc_by(1 + others.len() as u64);
         self.stats.metrics.inc_by(metrics as u64);
-        let commands = self.commands(&own, &others);
-        // Each metric's partition, in the group's order: where its id comes back.
-        let order: Vec<usize> = std::iter::once(&own)
-            .chain(others.iter().map(|p| &p.args))
-            .flat_map(|args| args.partitions.iter().copied())
-            .collect();
+        let command = self.command(&own, &others, metrics);
         let mut lead = Lead {
             shared: self,
             others: Some(others),
         };
-        let result = self.call(commands, &order).await;
+        let result = self.call(command, metrics).await;
         let others = lead.others.take().expect("taken only here and on drop");
         // Hands the lead on before answering anyone: the next call starts at once.
         drop(lead);
@@ -364,122 +360,69 @@ impl Shared {
         }
     }
 
-    /// One `EVALSHA` of the ingest script per partition the group touches, each with the arguments of
-    /// that partition's metrics, in the order they came; by partition number. Built directly rather
-    /// than through `redis::Script`'s invocation, which would keep each argument in an allocation of
-    /// its own and then copy them all into the command.
-    fn commands(&self, own: &Args, others: &[Part]) -> Vec<(usize, redis::Cmd)> {
+    /// One `EVALSHA` of the ingest script with every request's arguments, in order, each metric
+    /// preceded by the number of its partition's keys in the call. Built directly rather than through
+    /// `redis::Script`'s invocation, which would keep each argument in an allocation of its own and
+    /// then copy them all into the command.
+    fn command(&self, own: &Args, others: &[Part], metrics: usize) -> redis::Cmd {
         let t = &self.target;
         let group = || std::iter::once(own).chain(others.iter().map(|p| &p.args));
-        let mut counts = vec![0usize; t.partitions.count()];
+        // The partitions the group goes to, numbered 1, 2, … in the call's KEYS.
+        let mut slot = vec![0usize; t.partitions.count()];
+        let mut touched = Vec::new();
         for args in group() {
             for &p in &args.partitions {
-                counts[p] += 1;
+                if slot[p] == 0 {
+                    touched.push(p);
+                    slot[p] = touched.len();
+                }
             }
         }
-        let mut commands: Vec<Option<redis::Cmd>> = counts
-            .iter()
-            .enumerate()
-            .map(|(p, &metrics)| {
-                (metrics > 0).then(|| {
-                    let stream = t.partitions.stream(p);
-                    let mut command =
-                        redis::Cmd::with_capacity(9 + ARGS_PER_METRIC * metrics, 128 + 384 * metrics);
-                    command
-                        .arg("EVALSHA")
-                        .arg(t.script.get_hash())
-                        .arg(2)
-                        .arg(&stream)
-                        .arg(trimmed_key(&stream))
-                        .arg(t.maxlen)
-                        .arg(&t.channel)
-                        .arg(metrics)
-                        .arg(TRIM_STEP);
-                    command
-                })
-            })
-            .collect();
+        let bytes: usize = group().map(|a| a.bytes.len()).sum();
+        let mut command = redis::Cmd::with_capacity(
+            7 + 2 * touched.len() + (ARGS_PER_METRIC + 1) * metrics,
+            128 + bytes,
+        );
+        command
+            .arg("EVALSHA")
+            .arg(t.script.get_hash())
+            .arg(2 * touched.len());
+        for &p in &touched {
+            let stream = t.partitions.stream(p);
+            command.arg(&stream).arg(trimmed_key(&stream));
+        }
+        command.arg(t.maxlen).arg(&t.channel).arg(metrics).arg(TRIM_STEP);
         for args in group() {
             for (m, &p) in args.partitions.iter().enumerate() {
-                let command = commands[p].as_mut().expect("counted above");
+                command.arg(slot[p]);
                 for arg in args.of_metric(m) {
                     command.arg(arg);
                 }
             }
         }
-        commands
-            .into_iter()
-            .enumerate()
-            .filter_map(|(p, c)| Some((p, c?)))
-            .collect()
+        command
     }
 
-    /// Sends `commands` in one pipeline (one round trip, whatever the number of partitions); those
-    /// Redis does not know the script for (it restarted, or the warm-up load has not happened yet)
-    /// again after `SCRIPT LOAD`, as `redis::Script` does. Each reply must hold one id per metric of
-    /// its partition, or nothing can be acked from it. Returns the ids in the order of the group's
-    /// metrics, whose partitions are `order`.
-    ///
-    /// A call per partition is not one transaction: if one fails and another succeeds, the group is
-    /// answered `503` although some of its metrics are in Redis. The client retries, and the workers
-    /// count a re-sent metric once (as after any lost reply: at least once).
-    async fn call(
-        &self,
-        commands: Vec<(usize, redis::Cmd)>,
-        order: &[usize],
-    ) -> Result<Vec<String>, CommitError> {
+    /// Sends `command`; if Redis does not know the script (it restarted, or the warm-up load has not
+    /// happened yet), `SCRIPT LOAD` and again, as `redis::Script` does. The reply must hold one id per
+    /// metric, or nothing can be acked from it.
+    async fn call(&self, command: redis::Cmd, metrics: usize) -> Result<Vec<String>, CommitError> {
         let t = &self.target;
         let mut redis = t.redis.clone();
-        let mut replies: Vec<Option<Vec<String>>> = vec![None; t.partitions.count()];
-        let mut todo = commands;
-        for attempt in 0..2 {
-            let mut pipe = redis::pipe();
-            for (_, command) in &todo {
-                pipe.add_command(command.clone());
-            }
-            let results: Vec<redis::RedisResult<Vec<String>>> = pipe
-                .ignore_errors()
-                .query_async(&mut redis)
-                .await
-                .map_err(|e| CommitError::Redis(e.to_string()))?;
-            let mut again = Vec::new();
-            for ((p, command), result) in todo.into_iter().zip(results) {
-                match result {
-                    Ok(ids) => replies[p] = Some(ids),
-                    Err(e)
-                        if attempt == 0
-                            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        again.push((p, command))
-                    }
-                    Err(e) => return Err(CommitError::Redis(e.to_string())),
+        let reply: redis::RedisResult<Vec<String>> = match command.query_async(&mut redis).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                match t.script.prepare_invoke().load_async(&mut redis).await {
+                    Ok(_) => command.query_async(&mut redis).await,
+                    Err(e) => Err(e),
                 }
             }
-            if again.is_empty() {
-                break;
-            }
-            t.script
-                .prepare_invoke()
-                .load_async(&mut redis)
-                .await
-                .map_err(|e| CommitError::Redis(e.to_string()))?;
-            todo = again;
-        }
-        // Back in the group's order: the next id of each metric's partition.
-        let mut next: Vec<std::vec::IntoIter<String>> = replies
-            .into_iter()
-            .map(|ids| ids.unwrap_or_default().into_iter())
-            .collect();
-        let mut ids = Vec::with_capacity(order.len());
-        for &p in order {
-            let id = next[p]
-                .next()
-                .ok_or_else(|| CommitError::Reply(format!("fewer ids than metrics for partition {p}")))?;
-            ids.push(id);
-        }
-        if let Some(p) = next.iter().position(|rest| rest.len() > 0) {
+            result => result,
+        };
+        let ids = reply.map_err(|e| CommitError::Redis(e.to_string()))?;
+        if ids.len() != metrics {
             return Err(CommitError::Reply(format!(
-                "more ids than metrics for partition {p}"
+                "{} ids for {metrics} metrics",
+                ids.len()
             )));
         }
         Ok(ids)
