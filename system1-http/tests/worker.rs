@@ -241,6 +241,22 @@ async fn a_worker_whose_lease_was_taken_commits_nothing() {
     assert_eq!(pending(&redis), 1, "the entry waits for the partition's owner");
 }
 
+/// Workers started together (one process's `--workers 2`) see each other before taking partitions:
+/// each takes its half at once, and nobody takes all and gives half back a moment later.
+#[tokio::test]
+async fn workers_started_together_take_their_shares_at_once() {
+    let redis = RedisServer::start().unwrap();
+    let mut w1 = worker(&redis, "w1", &FAST).await;
+    let mut w2 = worker(&redis, "w2", &FAST).await;
+    let (a, b) = tokio::join!(w1.process_batch(), w2.process_batch());
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(
+        (w1.owned_partitions().len(), w2.owned_partitions().len()),
+        (4, 4)
+    );
+}
+
 /// Workers share the partitions fairly: one alone takes all; a second that joins gets half, given
 /// back by the first at its next look.
 #[tokio::test]

@@ -115,6 +115,16 @@ pub struct WorkerStats {
 /// loses nothing: its next metric starts every window afresh.)
 pub const MAX_SERVERS_PER_WORKER: usize = 100_000;
 
+/// How often a worker that owns less than its fair share looks for partitions to take (given back by
+/// a worker that saw it join, or lapsed): the longest a partition given back waits for a new owner.
+pub const POLL_UNDER_SHARE: Duration = Duration::from_millis(100);
+
+/// How long a worker waits, the first time, between saying it is alive and counting the live
+/// workers: workers started together (one process's `--workers`, or a whole deployment) then see
+/// each other before taking partitions, and take their shares at once instead of one taking all and
+/// giving half back a moment later.
+pub const JOIN_WAIT: Duration = Duration::from_millis(100);
+
 /// How much earlier than the longest window a takeover starts replaying a partition's entries, in ms
 /// of arrival time, to allow for metrics whose timestamps run behind their arrival (clock skew,
 /// delays). A window is exact after a takeover if its metrics arrived no more than this late.
@@ -265,6 +275,9 @@ pub struct Worker {
     owned: BTreeMap<usize, Owned>,
     /// When the leases were last renewed (and the fair share looked at).
     last_maintenance: Option<Instant>,
+    /// The fair share at the last look: while it owns fewer, the worker looks again every
+    /// [`POLL_UNDER_SHARE`], so that partitions given back by others are taken at once.
+    share: usize,
     /// When stalled consumers' entries in owned partitions were last looked for.
     last_claim: Option<Instant>,
     scripts: Scripts,
@@ -325,6 +338,7 @@ impl Worker {
             lease_ms: args.lease_ms,
             owned: BTreeMap::new(),
             last_maintenance: None,
+            share: 0,
             last_claim: None,
             scripts: Scripts {
                 commit: redis::Script::new(COMMIT_SCRIPT),
@@ -412,9 +426,13 @@ impl Worker {
     }
 
     async fn step(&mut self) -> anyhow::Result<Outcome> {
-        let due = self
-            .last_maintenance
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(self.lease_ms / 3));
+        let renew_every = Duration::from_millis(self.lease_ms / 3);
+        let every = if self.owned.len() < self.share {
+            POLL_UNDER_SHARE.min(renew_every)
+        } else {
+            renew_every
+        };
+        let due = self.last_maintenance.is_none_or(|t| t.elapsed() >= every);
         if due {
             self.maintain().await?;
         }
@@ -429,9 +447,8 @@ impl Worker {
             outcome = outcome.and(self.adopt(p).await?);
         }
         if self.owned.is_empty() {
-            // Nothing to read: wait for the next look at the partitions (or a read's worth of time).
-            let until = Duration::from_millis((self.lease_ms / 3).min(self.block_ms));
-            tokio::time::sleep(until).await;
+            // Nothing to read: wait for the next look at the partitions.
+            tokio::time::sleep(POLL_UNDER_SHARE.min(Duration::from_millis(self.lease_ms / 3))).await;
             return Ok(outcome);
         }
 

@@ -11,7 +11,7 @@ use redis::Value;
 
 use super::identity::{Identity, Known};
 use super::reply::{autoclaim_ids, entry_list, last_delivered_id};
-use super::{MAX_SERVERS_PER_WORKER, Outcome, Owned, REBUILD_SLACK_MS, ServerState, Worker};
+use super::{JOIN_WAIT, MAX_SERVERS_PER_WORKER, Outcome, Owned, REBUILD_SLACK_MS, ServerState, Worker};
 use crate::store::trimmed_key;
 
 /// Entries read per command while claiming or replaying a partition.
@@ -21,18 +21,26 @@ impl Worker {
     /// Says this worker is alive, renews its leases, gives back what is over its fair share, takes free
     /// partitions up to it, and drops the windows of servers gone quiet.
     pub(super) async fn maintain(&mut self) -> anyhow::Result<()> {
+        let joining = self.last_maintenance.is_none() && self.owned.is_empty();
         self.last_maintenance = Some(Instant::now());
         let members = self.partitions.members(&self.group);
-        let live: usize = self
-            .scripts
-            .heartbeat
-            .key(&members)
-            .arg(&self.name)
-            .arg(self.lease_ms)
-            .invoke_async(&mut self.writer)
-            .await
-            .context("the heartbeat failed")?;
+        let mut live: usize = 0;
+        for round in 0..=usize::from(joining) {
+            if round > 0 {
+                tokio::time::sleep(JOIN_WAIT.min(Duration::from_millis(self.lease_ms / 3))).await;
+            }
+            live = self
+                .scripts
+                .heartbeat
+                .key(&members)
+                .arg(&self.name)
+                .arg(self.lease_ms)
+                .invoke_async(&mut self.writer)
+                .await
+                .context("the heartbeat failed")?;
+        }
         let share = self.partitions.count().div_ceil(live.max(1));
+        self.share = share;
 
         let owned: Vec<usize> = self.owned.keys().copied().collect();
         for p in owned {
