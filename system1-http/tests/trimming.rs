@@ -60,10 +60,15 @@ async fn worker(redis: &RedisServer, name: &str, stats: &Arc<WorkerStats>) -> Wo
     worker
 }
 
-/// Posts `n` metrics in one batch (up to 1 000).
+/// Posts `n` metrics of server `s` in one batch (up to 1 000).
 async fn ingest(client: &reqwest::Client, url: &str, first_seq: u64, n: u64) {
+    ingest_for(client, url, "s", first_seq, n).await
+}
+
+/// Posts `n` metrics of `server` in one batch (up to 1 000).
+async fn ingest_for(client: &reqwest::Client, url: &str, server: &str, first_seq: u64, n: u64) {
     let batch: Vec<Value> = (first_seq..first_seq + n)
-        .map(|seq| json!({"serverId": "s", "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}))
+        .map(|seq| json!({"serverId": server, "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}))
         .collect();
     let response = client
         .post(format!("{url}/metrics"))
@@ -250,16 +255,7 @@ async fn each_partition_is_capped_at_its_share_and_counted_on_its_own() {
     let client = reqwest::Client::new();
     for server in [&a, &b] {
         for (first, n) in [(0, 1000), (1000, 100)] {
-            let batch: Vec<Value> = (first..first + n)
-                .map(|seq| json!({"serverId": server, "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}))
-                .collect();
-            let response = client
-                .post(format!("{url}/metrics"))
-                .json(&batch)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 202);
+            ingest_for(&client, &url, server, first, n).await;
         }
     }
     for server in [&a, &b] {

@@ -251,10 +251,7 @@ async fn workers_started_together_take_their_shares_at_once() {
     let (a, b) = tokio::join!(w1.process_batch(), w2.process_batch());
     a.unwrap();
     b.unwrap();
-    assert_eq!(
-        (w1.owned_partitions().len(), w2.owned_partitions().len()),
-        (4, 4)
-    );
+    assert_eq!((w1.owned_partitions().len(), w2.owned_partitions().len()), (4, 4));
 }
 
 /// Workers share the partitions fairly: one alone takes all; a second that joins gets half, given

@@ -221,6 +221,18 @@ struct ServerState {
     last_seen: Instant,
 }
 
+impl ServerState {
+    /// No metrics yet; windows of `spec` over the last `capacity` samples (as System 2's buffer), and
+    /// the identities of twice as many.
+    fn new(spec: &WindowSpec, capacity: usize, now: Instant) -> ServerState {
+        ServerState {
+            windows: ServerWindows::new(spec, capacity).expect("the spec was checked at start"),
+            known: Known::new(2 * capacity),
+            last_seen: now,
+        }
+    }
+}
+
 /// A partition this worker owns.
 struct Owned {
     /// Its stream, lease and trimmed-counts keys.
@@ -625,12 +637,7 @@ impl Worker {
             let state = owned
                 .servers
                 .entry(server.clone())
-                .or_insert_with(|| ServerState {
-                    windows: ServerWindows::new(&self.spec, self.capacity)
-                        .expect("the spec was checked at start"),
-                    known: Known::new(2 * self.capacity),
-                    last_seen: now,
-                });
+                .or_insert_with(|| ServerState::new(&self.spec, self.capacity, now));
             state.last_seen = now;
             // This server's metrics not counted before, in order: each is announced.
             let mut fresh: Vec<(&str, &Metric)> = Vec::with_capacity(metrics.len());

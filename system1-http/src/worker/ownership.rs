@@ -5,11 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lab_core::aggregate::ServerWindows;
 use lab_core::wire::system1;
 use redis::Value;
 
-use super::identity::{Identity, Known};
+use super::identity::Identity;
 use super::reply::{autoclaim_ids, entry_list, last_delivered_id};
 use super::{JOIN_WAIT, MAX_SERVERS_PER_WORKER, Outcome, Owned, REBUILD_SLACK_MS, ServerState, Worker};
 use crate::store::trimmed_key;
@@ -236,12 +235,7 @@ impl Worker {
                     };
                     let state = servers
                         .entry(metric.server_id.clone())
-                        .or_insert_with(|| ServerState {
-                            windows: ServerWindows::new(&self.spec, self.capacity)
-                                .expect("the spec was checked at start"),
-                            known: Known::new(2 * self.capacity),
-                            last_seen: now,
-                        });
+                        .or_insert_with(|| ServerState::new(&self.spec, self.capacity, now));
                     if state.known.insert(identity) {
                         state.windows.add(metric.timestamp, &metric.metrics);
                         replayed += 1;
