@@ -210,6 +210,35 @@ async fn a_partition_handed_over_keeps_its_windows_exact() {
     assert_eq!(stats.processed.get(), 90, "and nothing was processed twice");
 }
 
+/// A worker restarted under the same consumer name before its leases lapsed (a container that came
+/// back with its hostname) takes its partitions back at once, instead of waiting for its own leases
+/// to run out, and rebuilds them.
+#[tokio::test]
+async fn a_worker_restarted_under_its_name_takes_its_partitions_back_at_once() {
+    let redis = RedisServer::start().unwrap();
+    let t = 1_763_800_000_000.0;
+    append(&redis, &[metric("s", t, 10.0, 0), metric("s", t + 1.0, 30.0, 1)]);
+    let mut first = worker(&redis, "w1", &[]).await;
+    first.process_batch().await.unwrap();
+    assert_eq!(first.owned_partitions().len(), 8);
+    drop(first); // killed: the leases (5 s) stay
+    append(&redis, &[metric("s", t + 2.0, 50.0, 2)]);
+    let mut again = worker(&redis, "w1", &[]).await;
+    let outcome = again.process_batch().await.unwrap();
+    assert_eq!(again.owned_partitions().len(), 8, "its own leases, at once");
+    assert!(
+        matches!(outcome, Outcome::Processed { entries: 1, .. }),
+        "{outcome:?}"
+    );
+    let windows = latest_windows(&redis, "s");
+    assert_eq!(
+        windows.get(1000).unwrap().samples,
+        3,
+        "rebuilt: the two before, and the new one"
+    );
+    assert_eq!(windows.get(1000).unwrap().averages.unwrap().cpu, 30.0);
+}
+
 /// A worker that lost its partition's lease (it stalled past it, and another took the partition)
 /// commits nothing: the lease check in the commit script fences it off.
 #[tokio::test]

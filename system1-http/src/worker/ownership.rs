@@ -87,16 +87,37 @@ impl Worker {
                 continue;
             }
             let lease = self.partitions.lease(p, &self.group);
-            let taken: Option<String> = redis::cmd("SET")
+            // `NX … GET` (Redis ≥ 7): set it if nobody holds it, and say who held it. Its holder may be
+            // this very name: a worker restarted under a fixed `--consumer-name` before its lease
+            // lapsed. The partition is then its own again, at once (renewed, and rebuilt as any
+            // taken partition, since its windows died with the process).
+            let holder: Option<String> = redis::cmd("SET")
                 .arg(&lease)
                 .arg(&self.name)
                 .arg("NX")
+                .arg("GET")
                 .arg("PX")
                 .arg(self.lease_ms)
                 .query_async(&mut self.writer)
                 .await
                 .context("taking a lease failed")?;
-            if taken.is_some() {
+            let taken = match holder.as_deref() {
+                None => true,
+                Some(name) if name == self.name => {
+                    let renewed: i64 = self
+                        .scripts
+                        .renew
+                        .key(&lease)
+                        .arg(&self.name)
+                        .arg(self.lease_ms)
+                        .invoke_async(&mut self.writer)
+                        .await
+                        .context("renewing a lease failed")?;
+                    renewed == 1
+                }
+                Some(_) => false,
+            };
+            if taken {
                 let stream = self.partitions.stream(p);
                 tracing::info!(worker = %self.name, partition = p, %stream, live, share, "took a partition");
                 self.stats.takeovers.inc();
