@@ -247,6 +247,24 @@ pub fn decode(text: &str, which: &'static str) -> Result<Histogram<u64>, Histogr
 }
 
 impl Report {
+    /// Whether the target kept up, the one test of the lab's saturation scenario and of both load
+    /// benchmarks: every metric acknowledged (95 % of the rate or more), none lost, none coalesced
+    /// (a coalesced metric reached the dashboard only inside a later update, with no latency of its
+    /// own, so a p99 would describe only the others), and e2e p99 within `bound_ms`. `None` when the
+    /// generator itself fell behind: then the run says nothing about the target.
+    pub fn kept_up(&self, bound_ms: f64) -> Option<bool> {
+        if self.generator.seconds_behind > 0 {
+            return None;
+        }
+        let delivered = self.lost == Some(0)
+            && self.coalesced.unwrap_or(0) == 0
+            && self.achieved_rate >= 0.95 * self.intended_rate;
+        let fast = self.e2e_latency_ms.p99.is_some_and(|p99| p99 <= bound_ms);
+        Some(delivered && fast)
+    }
+}
+
+impl Report {
     /// Merges reports of agents that ran at the same time against the same system: counts and rates
     /// add up, histograms merge exactly, percentiles are recomputed from the merged histograms.
     pub fn merge(reports: &[Report]) -> Result<Report, HistogramError> {
@@ -349,6 +367,15 @@ impl Report {
             },
         }
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`), or `-`: whether the machine was quiet when a figure
+/// was measured (this one drifts by ±50 % with its other tenants).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// The machine, for reports: a latency figure says where it was measured.
@@ -485,6 +512,39 @@ mod tests {
             delivered: 0,
         }];
         r
+    }
+
+    #[test]
+    fn kept_up_needs_everything_delivered_on_its_own_and_in_time() {
+        let mut r = report_with(&[1_000], 100);
+        r.lost = Some(0);
+        r.coalesced = Some(0);
+        r.achieved_rate = 100.0;
+        r.e2e_latency_ms.p99 = Some(20.0);
+        assert_eq!(r.kept_up(100.0), Some(true));
+        assert_eq!(r.kept_up(10.0), Some(false), "too slow");
+        for broken in [
+            Report {
+                lost: Some(1),
+                ..r.clone()
+            },
+            Report {
+                lost: None,
+                ..r.clone()
+            },
+            Report {
+                coalesced: Some(3),
+                ..r.clone()
+            },
+            Report {
+                achieved_rate: 90.0,
+                ..r.clone()
+            },
+        ] {
+            assert_eq!(broken.kept_up(100.0), Some(false), "{broken:?}");
+        }
+        r.generator.seconds_behind = 2;
+        assert_eq!(r.kept_up(100.0), None, "the generator fell behind: inconclusive");
     }
 
     #[test]

@@ -320,25 +320,11 @@ fn row(label: &str, build: &str, r: &Report, cost: &Cost) -> String {
         us(cost.xadd_us),
         us(cost.publish_us),
         cost.group.map_or("-".into(), |g| format!("{g:.1}")),
-        load_average(),
+        lab_core::report::load_average(),
     )
 }
 
 const HEADER: &str = "| setting | build | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max | system1 µs/metric | redis µs/metric | in Redis: EVALSHA (ingest; since #14 also the workers' commit) / XADD / PUBLISH µs/metric | requests per Redis call | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
-
-/// The 1-minute load average (`/proc/loadavg`), to tell a quiet machine from a busy one.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "-".into())
-}
-
-fn kept_up(r: &Report) -> bool {
-    r.achieved_rate >= 0.95 * r.intended_rate
-        && r.lost == Some(0)
-        && r.e2e_latency_ms.p99.is_some_and(|p| p < 100.0)
-}
 
 /// `redis-benchmark`'s XADD rate on the same Redis: `pipeline` commands per round trip from `clients`.
 fn redis_benchmark_xadd(redis: &RedisServer, clients: u32, pipeline: u32) -> Option<f64> {
@@ -550,7 +536,7 @@ fn main() {
             2,
             ("http2", 100, rate, seconds),
         );
-        if !results.iter().all(|(r, _)| kept_up(r)) {
+        if !results.iter().all(|(r, _)| r.kept_up(100.0) == Some(true)) {
             break;
         }
         saturation = Some(rate);

@@ -99,26 +99,8 @@ fn row(label: &str, r: &Report) -> String {
         ms(r.e2e_latency_ms.p50),
         ms(r.e2e_latency_ms.p99),
         ms(r.e2e_latency_ms.max),
-        load_average(),
+        lab_core::report::load_average(),
     )
-}
-
-/// The 1-minute load average (`/proc/loadavg`), to tell a quiet machine from a busy one.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "-".into())
-}
-
-/// `lab run saturation`'s test: every metric acknowledged (95 % of the rate or more), none lost,
-/// none coalesced (a coalesced metric reached the dashboard only inside a later update, with no
-/// latency of its own, so a p99 would describe only the others), and e2e p99 under 100 ms.
-fn kept_up(r: &Report) -> bool {
-    r.achieved_rate >= 0.95 * r.intended_rate
-        && r.lost == Some(0)
-        && r.coalesced.unwrap_or(0) == 0
-        && r.e2e_latency_ms.p99.is_some_and(|p| p < 100.0)
 }
 
 fn main() {
@@ -164,7 +146,7 @@ fn main() {
         for &rate in rates {
             let r = fresh_row(&runtime, batch, rate, seconds);
             println!("{}", row(&label, &r));
-            if !kept_up(&r) {
+            if r.kept_up(100.0) != Some(true) {
                 break;
             }
             saturation[i] = Some(rate);

@@ -136,16 +136,7 @@ fn label(s: &StepData) -> String {
 /// Whether system `n` kept up in step `s` under `bound_ms`: `Some(true/false)`, or `None` when
 /// the generator fell behind (inconclusive) or the system did not run.
 pub fn kept_up(s: &StepData, n: usize, bound_ms: f64) -> Option<bool> {
-    let r = s.reports[n].as_ref()?;
-    if r.generator.seconds_behind > 0 {
-        return None;
-    }
-    // A coalesced metric reached the dashboard only inside a later update, with no latency of its
-    // own: the p99 would then describe only the others, so the dashboard did not keep up.
-    let delivered =
-        r.lost == Some(0) && r.coalesced.unwrap_or(0) == 0 && r.achieved_rate >= 0.95 * r.intended_rate;
-    let fast = r.e2e_latency_ms.p99.is_some_and(|p99| p99 <= bound_ms);
-    Some(delivered && fast)
+    s.reports[n].as_ref()?.kept_up(bound_ms)
 }
 
 /// The knee table, one row per system and configuration (protocol, batch, servers, workers), when
