@@ -31,6 +31,10 @@
 //! (pipelined, and un-pipelined from 50 clients) and the agents against `agents sink`, which acks
 //! without doing anything.
 //!
+//! `-- --runtimes`: issue #14's point 4, the API alone on Tokio's multi-thread scheduler (2 threads
+//! here), on the current-thread one, and as two current-thread processes (a runtime per core, the
+//! agents split between them), at 25 000 and 50 000 single metrics/s over both protocols.
+//!
 //! **Rows are independent.** Each row starts its own `system1` on an emptied Redis (`FLUSHALL`): a
 //! saturated row's backlog would otherwise still be draining during the next row and count there.
 
@@ -89,13 +93,14 @@ fn binaries() -> Vec<(String, String)> {
     }
 }
 
-/// `workers` = 0: the API alone.
-fn start_system1(binary: &str, redis: &RedisServer, workers: u32) -> System1 {
+/// `workers` = 0: the API alone; `extra`: more flags (before the role).
+fn start_system1(binary: &str, redis: &RedisServer, workers: u32, extra: &[&str]) -> System1 {
     let (http, http2, ws, ops) = (free_port(), free_port(), free_port(), free_port());
     let api_only = workers == 0;
     let mut command = Command::new(binary);
     command
         .args(["--redis-url", &redis.url(), "--log-level", "warn"])
+        .args(extra)
         .args([if api_only { "api" } else { "all" }, "--host", "127.0.0.1"])
         .args([
             "--http-port",
@@ -211,7 +216,7 @@ fn fresh_row(
         .arg("RESETSTAT")
         .query(&mut redis.connection())
         .expect("CONFIG RESETSTAT");
-    let system1 = start_system1(binary, redis, workers);
+    let system1 = start_system1(binary, redis, workers, &[]);
     let (pid, redis_pid) = (system1.child.id(), redis_pid(redis));
     let before = (cpu_time(pid), redis_pid.and_then(cpu_time));
     let report = runtime.block_on(measure(&system1, protocol, batch, rate, seconds));
@@ -267,6 +272,28 @@ async fn agents_run(
     } else {
         HTTP1_CONNECTIONS
     };
+    agents_run_with(
+        port,
+        protocol,
+        batch,
+        rate,
+        seconds,
+        dashboard,
+        (agents, connections),
+    )
+    .await
+}
+
+/// [`agents_run`] with `(agents, connections)` given.
+async fn agents_run_with(
+    port: u16,
+    protocol: &str,
+    batch: u64,
+    rate: f64,
+    seconds: u64,
+    dashboard: Option<u16>,
+    (agents, connections): (u64, u64),
+) -> Report {
     let args = [
         "agents".to_owned(),
         "--target".into(),
@@ -385,6 +412,77 @@ fn sink_row(
     report
 }
 
+/// One row of the runtime comparison (issue #14, point 4): the API alone, as `processes` processes
+/// with `--runtime runtime` each, the agents split evenly between them (rate, agents, connections);
+/// the reports merged, the CPU and the accepted metrics summed.
+fn runtime_row(
+    runtime: &tokio::runtime::Runtime,
+    redis: &RedisServer,
+    binary: &str,
+    (processes, scheduler): (u64, &str),
+    (protocol, rate, seconds): (&str, f64, u64),
+) -> (Report, Cost) {
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis.connection())
+        .expect("FLUSHALL");
+    let apis: Vec<System1> = (0..processes)
+        .map(|_| start_system1(binary, redis, 0, &["--runtime", scheduler]))
+        .collect();
+    let total_cpu =
+        |apis: &[System1]| -> Option<Duration> { apis.iter().map(|s| cpu_time(s.child.id())).sum() };
+    let redis_pid = redis_pid(redis);
+    let before = (total_cpu(&apis), redis_pid.and_then(cpu_time));
+    let connections = if protocol == "http2" {
+        HTTP2_CONNECTIONS
+    } else {
+        HTTP1_CONNECTIONS
+    };
+    let share = (SINGLE_AGENTS / processes, (connections / processes).max(1));
+    let each = rate / processes as f64;
+    let ports: Vec<u16> = apis
+        .iter()
+        .map(|s| if protocol == "http2" { s.http2 } else { s.http })
+        .collect();
+    let reports: Vec<Report> = runtime.block_on(async {
+        let runs = ports
+            .iter()
+            .map(|&port| agents_run_with(port, protocol, 1, each, seconds, None, share));
+        let mut set = Vec::new();
+        for run in runs {
+            set.push(run);
+        }
+        match set.len() {
+            1 => vec![set.remove(0).await],
+            _ => {
+                let second = set.remove(1);
+                let first = set.remove(0);
+                let (a, b) = tokio::join!(first, second);
+                vec![a, b]
+            }
+        }
+    });
+    let after = (total_cpu(&apis), redis_pid.and_then(cpu_time));
+    let mut accepted = 0;
+    for s in &apis {
+        let m = runtime.block_on(api_monitoring(s.http));
+        accepted += m.and_then(|m| m["metricsAccepted"].as_u64()).unwrap_or(0);
+    }
+    let per_metric = |a: Option<Duration>, b: Option<Duration>| {
+        let used = b?.checked_sub(a?)?;
+        (accepted > 0).then(|| used.as_secs_f64() * 1e6 / accepted as f64)
+    };
+    let report = Report::merge(&reports).expect("the agents' reports merge");
+    let cost = Cost {
+        system1_us: per_metric(before.0, after.0),
+        redis_us: per_metric(before.1, after.1),
+        group: None,
+        script_us: None,
+        xadd_us: None,
+        publish_us: None,
+    };
+    (report, cost)
+}
+
 /// One row per build, one after the other.
 fn rows(
     runtime: &tokio::runtime::Runtime,
@@ -408,6 +506,7 @@ fn main() {
     let single_only = std::env::args().any(|a| a == "--single");
     let api_only = std::env::args().any(|a| a == "--api");
     let targets = std::env::args().any(|a| a == "--targets");
+    let runtimes = std::env::args().any(|a| a == "--runtimes");
     let seconds = if quick { 2 } else { 5 };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -440,6 +539,31 @@ fn main() {
     println!(
         "Open loop; single metrics: {SINGLE_AGENTS} agents, over HTTP/1.1 on {HTTP1_CONNECTIONS} connections, over HTTP/2 on {HTTP2_CONNECTIONS}; batches: {BATCH_AGENTS} agents on {HTTP2_CONNECTIONS} HTTP/2 connections; each row on a fresh system1 and an emptied Redis. ack = the HTTP response; e2e = `metric.processed` at a dashboard of the broadcaster; both from each metric's due time; {seconds} s per row after 1 s warm-up; CPU per metric = the process's utime + stime over the row / the metrics the API accepted (`system1` is `all`: API, workers and broadcaster, or `api` alone in the API rows); load = the 1-minute load average after the row.\n"
     );
+    if runtimes {
+        println!(
+            "The API alone, single metrics, {SINGLE_AGENTS} agents in all; `build` = processes × scheduler (`--runtime`); with two processes the agents are split between them (half the rate, agents and connections each) and their reports merged, their CPU summed.\n"
+        );
+        println!("{HEADER}");
+        let binary = &binaries()[0].1;
+        for protocol in ["http1", "http2"] {
+            for rate in [25_000.0, 50_000.0] {
+                for (processes, scheduler) in
+                    [(1, "multi-thread"), (1, "current-thread"), (2, "current-thread")]
+                {
+                    let (r, cost) = runtime_row(
+                        &runtime,
+                        &redis,
+                        binary,
+                        (processes, scheduler),
+                        (protocol, rate, seconds),
+                    );
+                    let build = format!("{processes} × {scheduler}");
+                    println!("{}", row(&format!("API alone, {protocol}"), &build, &r, &cost));
+                }
+            }
+        }
+        return;
+    }
     if api_only {
         println!("{HEADER}");
         for protocol in ["http1", "http2"] {

@@ -12,7 +12,13 @@ use tokio_util::sync::CancellationToken;
 /// binary does; `lab up` runs it this way in a child process of its own.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
-    tokio::runtime::Runtime::new()?.block_on(run(cli))
+    let runtime = match cli.runtime {
+        crate::config::Runtime::MultiThread => tokio::runtime::Runtime::new()?,
+        crate::config::Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -23,6 +23,21 @@ pub struct Cli {
     /// Print the effective configuration (flags, environment, defaults; secrets hidden) and exit.
     #[arg(long, global = true)]
     pub print_config: bool,
+
+    /// **(ours)** Tokio's scheduler: `multi-thread` (a thread per core, tasks stolen between them) or
+    /// `current-thread` (one thread for everything, no cross-thread hand-offs; use more processes
+    /// for more cores, as nginx's workers do). docs/performance.md measures the two for the API.
+    #[arg(long, env = "SYSTEM1_RUNTIME", value_enum, default_value_t = Runtime::MultiThread, global = true)]
+    pub runtime: Runtime,
+}
+
+/// Tokio's scheduler for a `system1` process (`--runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// One worker thread per core; tasks move between them.
+    MultiThread,
+    /// Everything on the thread that started the process.
+    CurrentThread,
 }
 
 /// The roles; each scales by running more copies of it.

@@ -13,6 +13,9 @@ use super::reply::{autoclaim_ids, entry_list, last_delivered_id};
 use super::{JOIN_WAIT, MAX_SERVERS_PER_WORKER, Outcome, Owned, REBUILD_SLACK_MS, ServerState, Worker};
 use crate::store::trimmed_key;
 
+/// How long a stopping worker tries to give its partitions back.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Entries read per command while claiming or replaying a partition.
 const CHUNK: usize = 1_000;
 
@@ -279,8 +282,19 @@ impl Worker {
 
     /// Gives every partition back and leaves the group's members (a graceful stop): the others take
     /// the partitions at their next look, instead of when the leases lapse. Best effort: if Redis is
-    /// away, the leases lapse by themselves. A worker stepped again afterwards joins again.
+    /// away, the leases lapse by themselves: the whole goodbye is given `LEAVE_TIMEOUT` (1 s), so that a
+    /// worker stopping while Redis is gone stops at once instead of waiting on its reconnections. A
+    /// worker stepped again afterwards joins again.
     pub async fn leave(&mut self) {
+        if tokio::time::timeout(LEAVE_TIMEOUT, self.give_everything_back())
+            .await
+            .is_err()
+        {
+            tracing::info!(worker = %self.name, "Redis did not answer the goodbye in time: the leases will lapse");
+        }
+    }
+
+    async fn give_everything_back(&mut self) {
         self.last_maintenance = None;
         let owned = std::mem::take(&mut self.owned);
         for (p, owned) in owned {
