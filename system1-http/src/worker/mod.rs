@@ -115,6 +115,9 @@ pub struct WorkerStats {
 /// loses nothing: its next metric starts every window afresh.)
 pub const MAX_SERVERS_PER_WORKER: usize = 100_000;
 
+/// How long a stopping worker lets the batch under way finish (see [`Worker::run`]).
+pub const FINISH_GRACE: Duration = Duration::from_secs(5);
+
 /// How often a worker that owns less than its fair share looks for partitions to take (given back by
 /// a worker that saw it join, or lapsed): the longest a partition given back waits for a new owner.
 pub const POLL_UNDER_SHARE: Duration = Duration::from_millis(100);
@@ -767,10 +770,20 @@ impl Worker {
                 }
             }
             let result = if group_ready {
+                // On shutdown, the batch under way may finish and commit (milliseconds, normally),
+                // for at most FINISH_GRACE: if Redis is gone it never will, and what it read stays
+                // pending for the partition's next owner, which is as safe. A worker that owns
+                // nothing is only waiting: it stops at once.
+                let owns = !self.owned.is_empty();
+                let stop = async {
+                    shutdown.cancelled().await;
+                    if owns {
+                        tokio::time::sleep(FINISH_GRACE).await;
+                    }
+                };
                 tokio::select! {
                     result = self.process_batch() => result,
-                    // Only a worker that owns nothing waits here without Redis: the step sleeps.
-                    _ = shutdown.cancelled(), if self.owned.is_empty() => break,
+                    _ = stop => break,
                 }
             } else {
                 Err(anyhow::anyhow!("no group yet"))
