@@ -54,8 +54,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{Json, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
@@ -64,20 +63,19 @@ use lab_core::parse::parse_dashboard_request;
 use lab_core::wire::close::CloseReason;
 use lab_core::wire::system1::{DashboardReply, DashboardRequest, Gap, GapReason};
 use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BroadcasterArgs, Fanout, RedisArgs};
 use crate::store::{latest, latest_key, processed};
-
-type Outbox = lab_core::outbox::Outbox<Utf8Bytes>;
+use lab_ops::ws::Outbox;
 
 /// Most servers a snapshot of all servers lists.
 pub const SNAPSHOT_MAX_SERVERS: usize = 10_000;
@@ -128,8 +126,8 @@ struct Stats {
     coalesced: Counter,
     /// Events dropped because a dashboard's queue was full.
     dropped: Counter,
-    /// Pub/sub messages that were not events.
-    unreadable: Counter,
+    /// Messages (pub/sub or stream) that were not events: counted and logged in one call.
+    unreadable: lab_ops::Noted,
     /// Subscriptions to the channel: 1, plus one per resubscription after losing Redis.
     resubscriptions: Counter,
     /// Gap frames sent to dashboards (each to every dashboard).
@@ -163,7 +161,7 @@ impl Stats {
         registry.register(
             "events_unreadable",
             "Pub/sub messages that were not events",
-            self.unreadable.clone(),
+            self.unreadable.counter().clone(),
         );
         registry.register(
             "subscriptions",
@@ -247,9 +245,12 @@ impl Hub {
             #[serde(default)]
             seq: Option<u64>,
         }
-        let Ok(event) = serde_json::from_str::<Event>(&text) else {
-            self.stats.unreadable.inc();
-            return;
+        let event = match serde_json::from_str::<Event>(&text) {
+            Ok(event) => event,
+            Err(e) => {
+                self.stats.unreadable.note("unreadable event skipped", &e);
+                return;
+            }
         };
         let server = event.payload.server_id;
         let dashboards = self.dashboards.load();
@@ -296,11 +297,7 @@ impl Broadcaster {
             .set_response_timeout(Some(Duration::from_secs(2)));
         let connection = client.get_connection_manager_lazy(config)?;
         let address = std::net::SocketAddr::new(args.ws_host, args.ws_port);
-        let listener = TcpListener::bind(address).await.with_context(|| {
-            format!(
-                "cannot listen on {address} (is the port in use? change it with --ws-port or SYSTEM1_WS_PORT)"
-            )
-        })?;
+        let listener = lab_ops::listen(address, "--ws-port or SYSTEM1_WS_PORT").await?;
         let stats = Stats::default();
         let hub = Arc::new(Hub {
             config: args.clone(),
@@ -413,7 +410,7 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
                                         last_heard = lab_core::now_ms() as u64;
                                         hub.relay_published(text)
                                     }
-                                    Err(_) => { hub.stats.unreadable.inc(); }
+                                    Err(e) => hub.stats.unreadable.note("unreadable pub/sub message skipped", &e),
                                 },
                                 None => break,
                             },
@@ -570,9 +567,10 @@ fn relay_entry(hub: &Hub, at: &mut Position, id: String, n: Option<u64>, event: 
     *at = Position { id, n: n.or(at.n) };
     match event {
         Some(text) => hub.relay(text),
-        None => {
-            hub.stats.unreadable.inc();
-        }
+        None => hub
+            .stats
+            .unreadable
+            .note("processed stream entry without an event skipped", &at.id),
     }
 }
 
@@ -811,68 +809,141 @@ fn payload_from_hash(hash: &[(String, String)]) -> Option<UpdatePayload> {
     })
 }
 
+/// The broadcaster's health (`GET /healthz`, `/api/health`): `200` while it receives events, `503`
+/// while it is resubscribing or cannot read the `processed` stream.
+#[derive(Debug, Serialize)]
+pub struct BroadcasterHealth {
+    /// `"ok"` or `"degraded"`.
+    pub status: &'static str,
+    /// `"subscribed"` or `"resubscribing"`.
+    pub redis: &'static str,
+}
+
 async fn health(State((hub, _, _)): State<AppState>) -> Response {
     let subscribed = hub.subscribed.load(Ordering::Relaxed)
         && (hub.fanout == Fanout::Pubsub || hub.reading.load(Ordering::Relaxed));
-    let body = serde_json::json!({
-        "status": if subscribed { "ok" } else { "degraded" },
-        "redis": if subscribed { "subscribed" } else { "resubscribing" },
-    });
-    let status = if subscribed {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let body = BroadcasterHealth {
+        status: if subscribed { "ok" } else { "degraded" },
+        redis: if subscribed { "subscribed" } else { "resubscribing" },
     };
-    (status, Json(body)).into_response()
+    lab_ops::http::health(subscribed, body)
 }
 
-async fn websocket_health(State((hub, stop, _)): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": if stop.is_cancelled() { "shutting-down" } else { "ok" },
-        "dashboards": hub.stats.connections.get(),
-        "maxConnections": hub.config.max_connections,
-    }))
+/// The WebSocket's health (`GET /api/health/websocket`, the original's path).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketHealth {
+    /// `"ok"`, or `"shutting-down"` once the broadcaster is closing its dashboards.
+    pub status: &'static str,
+    /// Open dashboard connections.
+    pub dashboards: i64,
+    /// `--max-connections`.
+    pub max_connections: u64,
 }
 
-async fn monitoring(State((hub, _, _)): State<AppState>) -> Json<serde_json::Value> {
-    let dashboards: Vec<serde_json::Value> = hub
+async fn websocket_health(State((hub, stop, _)): State<AppState>) -> Json<WebSocketHealth> {
+    Json(WebSocketHealth {
+        status: if stop.is_cancelled() {
+            "shutting-down"
+        } else {
+            "ok"
+        },
+        dashboards: hub.stats.connections.get(),
+        max_connections: hub.config.max_connections,
+    })
+}
+
+/// The broadcaster's `GET /api/monitoring` document: its counters (as `GET /metrics` shows them) and
+/// where its fan-out stands.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BroadcasterMonitoring {
+    /// Always `"broadcaster"`: which of System 1's roles answers.
+    pub role: &'static str,
+    /// Whether the pub/sub subscription is up.
+    pub subscribed: bool,
+    /// The pub/sub channel (`--channel`).
+    pub channel: String,
+    /// Events handed to dashboards.
+    pub events_relayed: u64,
+    /// Messages that were not events (counted and logged, then skipped).
+    pub events_unreadable: u64,
+    /// Events superseded before a slow dashboard got them.
+    pub updates_coalesced: u64,
+    /// Events dropped because a dashboard's queue was full.
+    pub updates_dropped: u64,
+    /// Subscriptions to the channel: 1, plus one per resubscription.
+    pub subscriptions: u64,
+    /// `"stream"` or `"pubsub"` (`--fanout`).
+    pub fanout: &'static str,
+    /// The capped stream of `metric.processed` events.
+    pub processed_stream: String,
+    /// Stream fan-out: whether the last `XREAD` succeeded.
+    pub reading: bool,
+    /// Stream fan-out: the id of the last event relayed.
+    pub last_relayed_id: String,
+    /// Stream fan-out: `metric.processed` events that came by pub/sub too, ignored.
+    pub pubsub_processed_ignored: u64,
+    /// Gap frames sent (each to every dashboard).
+    pub gaps: u64,
+    /// Events the gap frames reported missing, where the count is known.
+    pub gap_events: u64,
+    /// Every open dashboard.
+    pub dashboards: Vec<DashboardMonitoring>,
+}
+
+/// One dashboard in [`BroadcasterMonitoring`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardMonitoring {
+    /// Its connection's id.
+    pub connection_id: u64,
+    /// The server it subscribed to (`null`: all).
+    pub filter: Option<String>,
+    /// Events queued for it.
+    pub queued: usize,
+    /// Servers whose latest event waits in its coalescing table.
+    pub coalesced_pending: usize,
+}
+
+async fn monitoring(State((hub, _, _)): State<AppState>) -> Json<BroadcasterMonitoring> {
+    let dashboards = hub
         .dashboards
         .load()
         .iter()
         .map(|o| {
-            let (queued, coalesced) = o.depth();
-            serde_json::json!({"connectionId": o.connection_id, "filter": o.preferences.filter, "queued": queued, "coalescedPending": coalesced})
+            let (queued, coalesced_pending) = o.depth();
+            DashboardMonitoring {
+                connection_id: o.connection_id,
+                filter: o.preferences.filter.clone(),
+                queued,
+                coalesced_pending,
+            }
         })
         .collect();
-    Json(serde_json::json!({
-        "role": "broadcaster",
-        "subscribed": hub.subscribed.load(Ordering::Relaxed),
-        "channel": hub.channel,
-        "eventsRelayed": hub.stats.relayed.get(),
-        "eventsUnreadable": hub.stats.unreadable.get(),
-        "updatesCoalesced": hub.stats.coalesced.get(),
-        "updatesDropped": hub.stats.dropped.get(),
-        "subscriptions": hub.stats.resubscriptions.get(),
-        "fanout": match hub.fanout { Fanout::Stream => "stream", Fanout::Pubsub => "pubsub" },
-        "processedStream": hub.processed_stream,
-        "reading": hub.reading.load(Ordering::Relaxed),
-        "lastRelayedId": *hub.last_relayed.lock().unwrap_or_else(|e| e.into_inner()),
-        "pubsubProcessedIgnored": hub.stats.pubsub_processed_ignored.get(),
-        "gaps": hub.stats.gaps.get(),
-        "gapEvents": hub.stats.gap_events.get(),
-        "dashboards": dashboards,
-    }))
+    Json(BroadcasterMonitoring {
+        role: "broadcaster",
+        subscribed: hub.subscribed.load(Ordering::Relaxed),
+        channel: hub.channel.clone(),
+        events_relayed: hub.stats.relayed.get(),
+        events_unreadable: hub.stats.unreadable.get(),
+        updates_coalesced: hub.stats.coalesced.get(),
+        updates_dropped: hub.stats.dropped.get(),
+        subscriptions: hub.stats.resubscriptions.get(),
+        fanout: match hub.fanout {
+            Fanout::Stream => "stream",
+            Fanout::Pubsub => "pubsub",
+        },
+        processed_stream: hub.processed_stream.clone(),
+        reading: hub.reading.load(Ordering::Relaxed),
+        last_relayed_id: hub.last_relayed.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        pubsub_processed_ignored: hub.stats.pubsub_processed_ignored.get(),
+        gaps: hub.stats.gaps.get(),
+        gap_events: hub.stats.gap_events.get(),
+        dashboards,
+    })
 }
 
 async fn prometheus(State((hub, _, _)): State<AppState>) -> Response {
-    let mut text = String::new();
-    encode(&mut text, &hub.registry).expect("writing to a String cannot fail");
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    lab_ops::http::prometheus(&hub.registry)
 }

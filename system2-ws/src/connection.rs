@@ -21,11 +21,10 @@ use serde::Serialize;
 use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Hub, IngestError};
 use lab_core::outbox::Preferences;
+use lab_ops::ws::Outbox;
 
-use crate::hub::Outbox;
-
+use crate::hub::{Hub, IngestError};
 use crate::stats::CloseReason;
 
 /// Most messages handled per wake-up before the loop looks at its other duties (heartbeat,
@@ -425,8 +424,10 @@ impl Connection {
     }
 
     async fn reply_error(&mut self, socket: &mut WebSocket, error: &ParseError) -> Flow {
-        self.hub.stats.invalid_messages.inc();
-        tracing::debug!(connection = self.id, %error, "invalid message");
+        self.hub
+            .stats
+            .invalid_messages
+            .note("invalid message answered with an error frame", error);
         self.reply(socket, error.to_system2_frame()).await
     }
 

@@ -33,10 +33,11 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,11 +76,7 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let address = SocketAddr::new(config.host, config.port);
         let hub = Arc::new(Hub::new(config).context("invalid configuration")?);
-        let listener = TcpListener::bind(address).await.with_context(|| {
-            format!(
-                "cannot listen on {address} (is the port in use? change it with --port or SYSTEM2_WS_PORT)"
-            )
-        })?;
+        let listener = lab_ops::listen(address, "--port or SYSTEM2_WS_PORT").await?;
         let state = AppState {
             hub,
             shutdown: CancellationToken::new(),
@@ -200,50 +197,87 @@ async fn websocket(
         .on_upgrade(move |socket| tasks.track_future(connection::serve(socket, hub, auth, shutdown)))
 }
 
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "uptimeSecs": state.hub.started.elapsed().as_secs(),
-        "serversTracked": state.hub.servers_tracked(),
-    }))
+/// `GET /api/health`: System 2 has no dependency that can fail, so it is healthy while it answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always `"ok"`.
+    pub status: &'static str,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// Servers with windows in memory.
+    pub servers_tracked: usize,
 }
 
-async fn websocket_health(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn health(State(state): State<AppState>) -> Response {
+    let body = Health {
+        status: "ok",
+        uptime_secs: state.hub.started.elapsed().as_secs(),
+        servers_tracked: state.hub.servers_tracked(),
+    };
+    lab_ops::http::health(true, body)
+}
+
+/// `GET /api/health/websocket` (the original's path): the connections, by role.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketHealth {
+    /// `"ok"`, or `"shutting-down"` once the server is closing its connections.
+    pub status: &'static str,
+    /// Open connections, whatever their role.
+    pub connections: usize,
+    /// Of which producers …
+    pub producers: i64,
+    /// … dashboards …
+    pub dashboards: i64,
+    /// … and not registered yet.
+    pub unregistered: i64,
+    /// `--max-connections`.
+    pub max_connections: u64,
+}
+
+async fn websocket_health(State(state): State<AppState>) -> Json<WebSocketHealth> {
     let hub = &state.hub;
     let role = |r: &'static str| hub.stats.connections_of(r).get();
-    Json(serde_json::json!({
-        "status": if state.shutdown.is_cancelled() { "shutting-down" } else { "ok" },
-        "connections": hub.connections.load(std::sync::atomic::Ordering::Relaxed),
-        "producers": role("producer"),
-        "dashboards": role("dashboard"),
-        "unregistered": role("unregistered"),
-        "maxConnections": hub.config.max_connections,
-    }))
+    Json(WebSocketHealth {
+        status: if state.shutdown.is_cancelled() {
+            "shutting-down"
+        } else {
+            "ok"
+        },
+        connections: hub.connections.load(std::sync::atomic::Ordering::Relaxed),
+        producers: role("producer"),
+        dashboards: role("dashboard"),
+        unregistered: role("unregistered"),
+        max_connections: hub.config.max_connections,
+    })
 }
 
-async fn monitoring(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn monitoring(State(state): State<AppState>) -> Json<hub::Monitoring> {
     Json(state.hub.monitoring())
+}
+
+/// The `404` of `GET /api/monitoring/server/{id}` for a server not tracked.
+#[derive(Debug, Serialize)]
+struct NotTracked {
+    /// `server "…" is not tracked`.
+    error: String,
 }
 
 async fn server_monitoring(Path(id): Path<String>, State(state): State<AppState>) -> Response {
     match state.hub.server_monitoring(&id) {
         Some(doc) => Json(doc).into_response(),
         None => {
-            let body = serde_json::json!({"error": format!("server {id:?} is not tracked")});
+            let body = NotTracked {
+                error: format!("server {id:?} is not tracked"),
+            };
             (StatusCode::NOT_FOUND, Json(body)).into_response()
         }
     }
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.hub.stats.prometheus_text(),
-    )
-        .into_response()
+    lab_ops::http::prometheus_page(state.hub.stats.prometheus_text())
 }
 
 /// Completes on Ctrl-C or SIGTERM: what a binary passes to [`Server::run`] (see

@@ -1,0 +1,80 @@
+//! The two answers every ops port gives: health and the Prometheus page.
+//!
+//! **Health** is `200` with a JSON body when the process can do its job and `503` with the same kind of
+//! body when it cannot (Redis unreachable, subscription lost), so that a load balancer reads the status
+//! and a person reads the body. Each server's body is its own serde type: what "ok" means differs.
+//!
+//! **Prometheus** (`GET /metrics`) is the OpenMetrics text of a `prometheus_client` registry. Each
+//! server registers its counters once and reads the very same atomics for its monitoring JSON, so the
+//! two views never disagree. System 1's API serves `POST /metrics` (ingest, the original's path) and
+//! `GET /metrics` (this page) on one path: legal HTTP, and one port fewer to explain.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// The content type of the Prometheus page: OpenMetrics 1.0, which `prometheus_client` writes.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `200` with `body` if `ok`, else `503` with it.
+pub fn health(ok: bool, body: impl Serialize) -> Response {
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The OpenMetrics text of `registry`.
+pub fn prometheus_text(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// The Prometheus page of `registry`, for a `GET /metrics` handler.
+pub fn prometheus(registry: &Registry) -> Response {
+    prometheus_page(prometheus_text(registry))
+}
+
+/// The Prometheus page for an already encoded `text`.
+pub fn prometheus_page(text: String) -> Response {
+    ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    #[test]
+    fn the_page_is_openmetrics_text() {
+        let mut registry = Registry::with_prefix("lab");
+        let counter: Counter = Counter::default();
+        counter.inc_by(3);
+        registry.register("things", "Things counted", counter);
+        let response = prometheus(&registry);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROMETHEUS_CONTENT_TYPE);
+        let text = prometheus_text(&registry);
+        assert!(text.contains("lab_things_total 3"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn health_says_503_when_not_ok() {
+        #[derive(Serialize)]
+        struct Body {
+            status: &'static str,
+        }
+        assert_eq!(health(true, Body { status: "ok" }).status(), StatusCode::OK);
+        assert_eq!(
+            health(false, Body { status: "degraded" }).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
