@@ -14,6 +14,7 @@
 //! | [`wire`] | every other message of `shared/protocol.md`, for System 1 and System 2 |
 //! | [`aggregate`] | per-server sliding windows, O(1) per sample |
 //! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy both systems apply |
+//! | [`delivery`] | the one dashboard delivery loop both systems run: heartbeat, slow check, feed/flush, write stalls |
 //! | [`report`] | what a load run measured: the agents' report, read by `lab up`, `lab run` and the benchmarks |
 //! | [`duration`] | `30s`, `500ms`, `2m`: the one duration parser of every flag and scenario file |
 //! | [`logging`] | pino/bunyan JSON logs or human logs, and the `--log-level` flag |
@@ -24,6 +25,7 @@
 //! → [`aggregate::ServerWindows::add`] → [`aggregate::WindowSummaries`] → [`wire`] messages out.
 
 pub mod aggregate;
+pub mod delivery;
 pub mod duration;
 pub mod limits;
 pub mod logging;

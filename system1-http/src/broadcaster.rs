@@ -53,11 +53,12 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{Json, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use lab_core::delivery::{self, Flow, Handler, Timing};
 use lab_core::outbox::{Preferences, Pushed, Update};
 use lab_core::parse::parse_dashboard_request;
 use lab_core::wire::close::CloseReason;
@@ -70,18 +71,15 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BroadcasterArgs, Fanout, RedisArgs};
 use crate::store::{latest, latest_key, processed};
-use lab_ops::ws::Outbox;
+use lab_ops::ws::{Outbox, Socket};
 
 /// Most servers a snapshot of all servers lists.
 pub const SNAPSHOT_MAX_SERVERS: usize = 10_000;
-
-/// Most events sent per wake-up of a dashboard.
-const EVENTS_PER_WAKE: usize = 256;
 
 /// How long one `XREAD` of the `processed` stream waits for new events (`BLOCK`), in ms; the reading
 /// connection's response timeout is above it (a blocking read is not a dead connection).
@@ -584,28 +582,28 @@ async fn websocket(upgrade: WebSocketUpgrade, State((hub, stop, tasks)): State<A
         .on_upgrade(move |socket| tasks.track_future(dashboard(socket, hub, stop)))
 }
 
-/// The close frame for `reason` (the same codes and words as System 2).
-fn close(reason: CloseReason) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: reason.code(),
-        reason: Utf8Bytes::from_static(reason.text()),
-    }))
-}
-
-async fn dashboard(mut socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken) {
+async fn dashboard(socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken) {
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut socket = Socket(socket);
     // `inc` returns the count before this one: one atomic step, so two dashboards arriving together
     // cannot both see room for one.
     let open = hub.stats.connections.inc() + 1;
-    let mut outbox = new_outbox(&hub, id, None, false);
     let reason = if open as u64 > hub.config.max_connections {
-        Some(close(CloseReason::ConnectionLimit))
+        Some(CloseReason::ConnectionLimit)
     } else {
-        hub.replace(id, Some(outbox.clone()));
-        serve_dashboard(&mut socket, &hub, &stop, &mut outbox).await
+        let mut connection = Dashboard {
+            outbox: new_outbox(&hub, id, None, false),
+            hub: &hub,
+        };
+        hub.replace(id, Some(connection.outbox.clone()));
+        let timing = Timing {
+            ping_every: Duration::from_millis(hub.config.ping_interval_ms),
+            slow: Duration::from_millis(hub.config.slow_dashboard_ms),
+        };
+        delivery::run(&mut socket, &mut connection, timing, stop.cancelled()).await
     };
-    if let Some(message) = reason {
-        let _ = timeout(Duration::from_secs(1), socket.send(message)).await;
+    if let Some(reason) = reason {
+        delivery::close(&mut socket, reason).await;
     }
     hub.replace(id, None);
     hub.stats.connections.dec();
@@ -621,138 +619,58 @@ fn new_outbox(hub: &Hub, id: u64, filter: Option<String>, batch: bool) -> Arc<Ou
     Arc::new(Outbox::new(id, preferences, hub.config.dashboard_queue as usize))
 }
 
-/// The dashboard's loop; returns the close frame to send, if any.
-async fn serve_dashboard(
-    socket: &mut WebSocket,
-    hub: &Hub,
-    stop: &CancellationToken,
-    outbox: &mut Arc<Outbox>,
-) -> Option<Message> {
-    let config = &hub.config;
-    let slow = Duration::from_millis(config.slow_dashboard_ms);
-    let ping_every = Duration::from_millis(config.ping_interval_ms);
-    let mut ping = interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut slow_check = interval((slow / 4).max(Duration::from_millis(10)));
-    let mut heard_from = true;
-    loop {
-        let current = outbox.clone();
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Some(close(CloseReason::Shutdown)),
-            _ = ping.tick() => {
-                if !heard_from {
-                    return Some(close(CloseReason::Heartbeat));
-                }
-                heard_from = false;
-                // Bounded like every other write: a peer that does not read would otherwise hold this
-                // loop here for ever, and the slow-dashboard check with it.
-                match timeout(slow, socket.send(Message::Ping(Default::default()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => return Some(close(CloseReason::WriteStalled)),
-                }
-            }
-            _ = slow_check.tick() => {
-                if current.backed_up_for().is_some_and(|d| d > slow) {
-                    return Some(close(CloseReason::SlowDashboard));
-                }
-            }
-            incoming = socket.recv() => {
-                let message = match incoming {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return failed(e).map(close),
-                    None => return None,
-                };
-                heard_from = true;
-                let bytes: &[u8] = match &message {
-                    Message::Text(t) => t.as_bytes(),
-                    Message::Binary(b) => b,
-                    Message::Close(_) => return None,
-                    _ => continue,
-                };
-                let reply = match parse_dashboard_request(bytes) {
-                    Ok(DashboardRequest::Subscribe { server_id, batch_updates }) => {
-                        // A new filter: a new outbox. What the old one still held is dropped with it,
-                        // and counted as dropped, not silently lost.
-                        let fresh = new_outbox(hub, current.connection_id, server_id.clone(), batch_updates);
-                        hub.replace(current.connection_id, Some(fresh.clone()));
-                        let (queued, coalesced) = current.depth();
-                        hub.stats.dropped.inc_by((queued + coalesced) as u64);
-                        *outbox = fresh;
-                        DashboardReply::SubscriptionAck { server_id }
-                    }
-                    Ok(DashboardRequest::SnapshotRequest { server_id }) => {
-                        match snapshot(hub.redis.clone(), server_id.as_deref()).await {
-                            Ok(payload) => DashboardReply::Snapshot { payload },
-                            Err(e) => DashboardReply::Error { message: format!("Snapshot unavailable: {e}"), details: vec![] },
-                        }
-                    }
-                    Err(e) => DashboardReply::Error { message: "Malformed client message".into(), details: e.problems() },
-                };
-                let text = serde_json::to_string(&reply).expect("replies serialize");
-                if timeout(slow, socket.send(Message::Text(text.into()))).await.map_or(true, |r| r.is_err()) {
-                    return None;
-                }
-            }
-            _ = current.ready() => {
-                // What this dashboard's outbox dropped comes first, as a gap frame: in order with what it
-                // does get (System 2's connection does the same).
-                if let Some(dropped) = current.take_dropped() {
-                    let gap = DashboardReply::Gap(Gap::dropped("*", dropped));
-                    let text = serde_json::to_string(&gap).expect("replies serialize");
-                    match timeout(slow, socket.feed(Message::Text(text.into()))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some(close(CloseReason::WriteStalled)),
-                    }
-                }
-                let events = current.take(EVENTS_PER_WAKE);
-                // A batching dashboard gets one `metric.updates` frame for what is ready, as System 2's
-                // does; the others one frame per event, as the original.
-                let frames: Vec<Utf8Bytes> = if current.preferences.batch && !events.is_empty() {
-                    vec![lab_core::outbox::batch_frame(&events).into()]
-                } else {
-                    events.iter().map(|e| e.frame.clone()).collect()
-                };
-                for frame in frames {
-                    match timeout(slow, socket.feed(Message::Text(frame))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some(close(CloseReason::WriteStalled)),
-                    }
-                }
-                match timeout(slow, socket.flush()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => return Some(close(CloseReason::WriteStalled)),
-                }
-                if events.len() == EVENTS_PER_WAKE {
-                    current.wake();
-                }
-            }
-        }
-    }
+/// One dashboard connection: what its requests mean. The loop around it (heartbeat, slow check,
+/// feed/flush, write stalls) is the one System 2 runs too, [`lab_core::delivery::run`].
+struct Dashboard<'a> {
+    /// The broadcaster's shared state: the dashboard registry, Redis for snapshots, the counters.
+    hub: &'a Hub,
+    /// This dashboard's outbox, replaced by a fresh one when it subscribes with a new filter.
+    outbox: Arc<Outbox>,
 }
 
-/// The close reason for a read error the client caused, if any (RFC 6455 §7.4): 1007 for a text
-/// message that is not UTF-8, 1009 for one over the size limit, 1002 for a frame that breaks the
-/// protocol. Other errors (the connection broke or was reset) leave nobody to say it to. tungstenite
-/// keeps its write side open after these errors, so the close frame can still be sent. (System 2's
-/// connection classifies the same way, until one delivery loop serves both: issue #15.)
-fn failed(error: axum::Error) -> Option<CloseReason> {
-    use tokio_tungstenite::tungstenite::Error;
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    match error.into_inner().downcast::<Error>().map(|e| *e) {
-        Ok(Error::Utf8(_)) => Some(CloseReason::InvalidUtf8),
-        Ok(Error::Capacity(_)) => Some(CloseReason::TooBig),
-        Ok(Error::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
-        )) => None,
-        Ok(Error::Protocol(_)) => Some(CloseReason::ProtocolViolation),
-        _ => None,
+impl Handler<Utf8Bytes> for Dashboard<'_> {
+    async fn on_message(&mut self, bytes: &[u8], replies: &mut Vec<Utf8Bytes>) -> Flow {
+        let hub = self.hub;
+        let reply = match parse_dashboard_request(bytes) {
+            Ok(DashboardRequest::Subscribe {
+                server_id,
+                batch_updates,
+            }) => {
+                // A new filter: a new outbox. What the old one still held is dropped with it, and
+                // counted as dropped, not silently lost.
+                let current = &self.outbox;
+                let fresh = new_outbox(hub, current.connection_id, server_id.clone(), batch_updates);
+                hub.replace(current.connection_id, Some(fresh.clone()));
+                let (queued, coalesced) = current.depth();
+                hub.stats.dropped.inc_by((queued + coalesced) as u64);
+                self.outbox = fresh;
+                DashboardReply::SubscriptionAck { server_id }
+            }
+            Ok(DashboardRequest::SnapshotRequest { server_id }) => {
+                match snapshot(hub.redis.clone(), server_id.as_deref()).await {
+                    Ok(payload) => DashboardReply::Snapshot { payload },
+                    Err(e) => DashboardReply::Error {
+                        message: format!("Snapshot unavailable: {e}"),
+                        details: vec![],
+                    },
+                }
+            }
+            Err(e) => DashboardReply::Error {
+                message: "Malformed client message".into(),
+                details: e.problems(),
+            },
+        };
+        replies.push(serde_json::to_string(&reply).expect("replies serialize").into());
+        Ok(())
+    }
+
+    fn outbox(&self) -> Option<&Arc<Outbox>> {
+        Some(&self.outbox)
+    }
+
+    /// A broadcaster's outbox holds every kind of event the dashboard asked for.
+    fn gap_event_type(&self) -> &'static str {
+        "*"
     }
 }
 
