@@ -24,7 +24,6 @@
 //! **TLS (optional).** With `--tls-cert`/`--tls-key` or `--tls-self-signed`, both ports speak TLS only,
 //! and clients choose HTTP/2 or HTTP/1.1 by ALPN, as browsers need: see [`tls`].
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -534,48 +533,16 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
     }
 }
 
-/// Writes `metric`'s JSON into `buffer` (cleared first), byte for byte what `serde_json::to_string`
-/// writes: the `metric.ingested` payload. Returns where the readings (`"metrics":` value) sit in it,
-/// which is the stream entry's `metrics` field ([`lab_core::wire::system1::to_stream_fields`] writes the same bytes).
-pub(crate) fn ingested_payload(metric: &lab_core::Metric, buffer: &mut Vec<u8>) -> std::ops::Range<usize> {
-    const WRITE: &str = "writing JSON to a Vec cannot fail";
-    buffer.clear();
-    buffer.extend_from_slice(b"{\"serverId\":");
-    serde_json::to_writer(&mut *buffer, &metric.server_id).expect(WRITE);
-    buffer.extend_from_slice(b",\"timestamp\":");
-    serde_json::to_writer(&mut *buffer, &metric.timestamp).expect(WRITE);
-    buffer.extend_from_slice(b",\"metrics\":");
-    let start = buffer.len();
-    serde_json::to_writer(&mut *buffer, &metric.metrics).expect(WRITE);
-    let end = buffer.len();
-    if let Some(seq) = metric.seq {
-        buffer.extend_from_slice(b",\"seq\":");
-        serde_json::to_writer(&mut *buffer, &seq).expect(WRITE);
-    }
-    buffer.push(b'}');
-    start..end
-}
+/// The `metric.ingested` payload and the stream entry's `metrics` field, written once for both (the
+/// group commit's Lua call carries both): lab-core's fast writer, held byte-equal to serde there.
+pub(crate) use lab_core::wire::system1::write_ingested_payload as ingested_payload;
 
-/// The `202` body, [`lab_core::wire::system1::Accepted`] in JSON, written directly: stream ids are digits and one dash, so they
-/// need no escaping, and this skips serde's machinery and `Json`'s buffer for a few dozen bytes.
+/// The `202` body ([`lab_core::wire::system1::Accepted`], written by lab-core's fast writer).
 fn accepted(ids: &[String]) -> Response {
-    let mut body = String::with_capacity(48 + ids.len() * 24);
-    body.push_str(r#"{"status":"accepted","accepted":"#);
-    let _ = write!(body, "{}", ids.len());
-    body.push_str(r#","ids":["#);
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push('"');
-        body.push_str(id);
-        body.push('"');
-    }
-    body.push_str("]}");
     (
         StatusCode::ACCEPTED,
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
+        lab_core::wire::system1::accepted_json(ids),
     )
         .into_response()
 }

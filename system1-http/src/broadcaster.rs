@@ -62,7 +62,7 @@ use lab_core::delivery::{self, Flow, Handler, Timing};
 use lab_core::outbox::{Preferences, Pushed, Update};
 use lab_core::parse::parse_dashboard_request;
 use lab_core::wire::close::CloseReason;
-use lab_core::wire::system1::{DashboardReply, DashboardRequest, Gap, GapReason};
+use lab_core::wire::system1::{DashboardReply, DashboardRequest, EventRoute, Gap, GapReason};
 use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -230,32 +230,20 @@ impl Hub {
 
     /// Hands one event to every dashboard that wants its server.
     fn relay(&self, text: String) {
-        #[derive(serde::Deserialize)]
-        struct Event {
-            #[serde(rename = "type")]
-            kind: String,
-            payload: Payload,
-        }
-        #[derive(serde::Deserialize)]
-        struct Payload {
-            #[serde(rename = "serverId")]
-            server_id: String,
-            #[serde(default)]
-            seq: Option<u64>,
-        }
-        let event = match serde_json::from_str::<Event>(&text) {
+        // Only what routing needs is read; the text itself is relayed verbatim.
+        let event = match EventRoute::read(&text) {
             Ok(event) => event,
             Err(e) => {
                 self.stats.unreadable.note("unreadable event skipped", &e);
                 return;
             }
         };
-        let server = event.payload.server_id;
+        let server = event.server_id;
         let dashboards = self.dashboards.load();
         // A slow dashboard's events coalesce per server *and* kind: a `metric.processed` must not
         // stand for a `metric.ingested`, or the seq range it reports would mix two stages.
         let key = format!("{}\u{0}{server}", event.kind);
-        let update = Arc::new(Update::verbatim(&key, Utf8Bytes::from(text)).with_seq(event.payload.seq));
+        let update = Arc::new(Update::verbatim(&key, Utf8Bytes::from(text)).with_seq(event.seq));
         self.stats.relayed.inc();
         let processed = event.kind == "metric.processed";
         for outbox in dashboards.iter() {

@@ -17,10 +17,9 @@ use lab_core::delivery::{self, Flow, Handler, Message, Timing};
 use lab_core::outbox::Preferences;
 use lab_core::parse::{ParseError, check_not_future, parse_client_frame};
 use lab_core::problem::Problem;
-use lab_core::wire::system2::{ClientFrame, Register, Role, ServerFrame};
+use lab_core::wire::system2::{ClientFrame, Register, Role, ServerFrame, metric_ack_json};
 use lab_ops::ws::{Outbox, Socket};
 use prometheus_client::metrics::gauge::Gauge;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, IngestError};
@@ -213,7 +212,7 @@ impl Connection {
                     return self.reply_error(replies, &error);
                 }
                 match self.hub.ingest(&metric) {
-                    Ok(_) => replies.push(ack_json(&metric.server_id, metric.seq).into()),
+                    Ok(_) => replies.push(metric_ack_json(&metric.server_id, metric.seq).into()),
                     Err(e @ IngestError::ServerLimit { .. }) => {
                         let detail = Problem::new("/serverId", e.to_string());
                         reply(replies, server_limit_frame(vec![detail]));
@@ -316,25 +315,6 @@ impl Connection {
 /// Queues `frame` as the next reply.
 fn reply(replies: &mut Vec<Utf8Bytes>, frame: ServerFrame) {
     replies.push(frame.to_json().into());
-}
-
-/// `{"type":"metric.ack","serverId":…,"seq":…}`, serialized without copying the server id.
-fn ack_json(server_id: &str, seq: Option<u64>) -> String {
-    #[derive(Serialize)]
-    struct Ack<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(rename = "serverId")]
-        server_id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        seq: Option<u64>,
-    }
-    serde_json::to_string(&Ack {
-        kind: "metric.ack",
-        server_id,
-        seq,
-    })
-    .expect("acks always serialize")
 }
 
 fn server_limit_frame(details: Vec<Problem>) -> ServerFrame {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use lab_core::aggregate::{Added, ServerWindows, WindowSpec, WindowSummaries};
-use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
+use lab_core::wire::system2::{SnapshotPayload, UpdatePayload, UpdatePayloadRef};
 use lab_core::{Metric, now_ms};
 use serde::Serialize;
 use thiserror::Error;
@@ -84,18 +84,6 @@ impl Registry {
     fn outboxes(&self) -> impl Iterator<Item = &Arc<Outbox>> {
         self.all.iter().chain(self.by_server.values().flatten())
     }
-}
-
-/// The update payload, borrowed: serialized straight from the windows without copying them into an
-/// owned [`UpdatePayload`] first. Same wire form (the integration tests read it back as one).
-#[derive(Serialize)]
-struct PayloadRef<'a> {
-    #[serde(rename = "serverId")]
-    server_id: &'a str,
-    timestamp: f64,
-    windows: &'a WindowSummaries,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
 }
 
 /// System 2's shared state.
@@ -211,13 +199,14 @@ impl Hub {
         let registry = self.dashboards.load();
         let mut targets = registry.matching(&metric.server_id).peekable();
         if targets.peek().is_some() {
-            let payload = PayloadRef {
+            // Serialized once, straight from the windows (lab-core's borrowed form of the payload).
+            let json = UpdatePayloadRef {
                 server_id: &metric.server_id,
                 timestamp: metric.timestamp,
                 windows: &tracked.windows.summaries(),
                 seq: metric.seq,
-            };
-            let json = serde_json::to_string(&payload).expect("payloads always serialize");
+            }
+            .to_json();
             let update = Arc::new(Update::new(&metric.server_id, &json).with_seq(metric.seq));
             for outbox in targets {
                 match outbox.push(&update) {
