@@ -11,7 +11,7 @@
 //! | [`metric`] | the metric model, its fast deserializer and its diagnosing walker |
 //! | [`problem`] | [`Problem`] (path + message) and the field rules both parse paths share |
 //! | [`parse`] | the entry points from bytes: size and depth checks, fast path, full diagnosis |
-//! | [`wire`] | every other message of `shared/protocol.md`, for System 1 and System 2 |
+//! | [`wire`] | every other message of `docs/protocol.md`, for System 1 and System 2, and the servers' fast writers of them |
 //! | [`aggregate`] | per-server sliding windows, O(1) per sample |
 //! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy both systems apply |
 //! | [`delivery`] | the one dashboard delivery loop both systems run: heartbeat, slow check, feed/flush, write stalls |

@@ -7,7 +7,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
-//! | [`listen`] | binding a port, with the one error message that says which flag changes it |
+//! | [`listen`](mod@listen) | binding a port, with the one error message that says which flag changes it |
 //! | [`http`] | the health answer (200 or 503 with a JSON body) and the Prometheus page (`GET /metrics`) |
 //! | [`noted`] | a counter that also logs, in one call, rate-limited: what is counted is never silent |
 //! | [`ws`] | axum's WebSocket as [`lab_core::delivery`]'s message stream and sink, and the `Outbox` of its frames |

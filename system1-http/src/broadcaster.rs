@@ -43,7 +43,8 @@
 //! A new dashboard receives every server's events until it subscribes with a filter. Events are not
 //! re-serialized: the text Redis delivers is the text dashboards receive. A slow dashboard is handled as
 //! in System 2 (queue, then coalesce to the latest per server, then drop and count, then close 1008):
-//! it never slows the relay or other dashboards.
+//! it never slows the relay or other dashboards. Each dashboard's connection runs the very delivery
+//! loop System 2's do ([`lab_core::delivery::run`]); its `Dashboard` handler says only what its requests mean.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

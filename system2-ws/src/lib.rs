@@ -8,12 +8,12 @@
 //! | --- | --- |
 //! | [`config`] | flags and environment variables |
 //! | [`hub`] | the shared state: server windows (sharded), the dashboard registry, the counters |
-//! | [`connection`] | one WebSocket connection's loop: messages, acks, updates, heartbeat, limits |
+//! | [`connection`] | what one WebSocket connection's messages mean: registration, metrics, acks, limits (the loop around it is lab-core's [`lab_core::delivery`], the one System 1's broadcaster runs too) |
 //! | [`stats`] | counters and close reasons, exposed to Prometheus and the monitoring JSON |
 //!
 //! A metric's way through: `connection` parses it (lab-core) → `hub` aggregates it (lab-core's
 //! windows) and pushes one serialized update to each matching outbox (lab-core's) → each dashboard's own
-//! `connection` task sends it. The producer gets its ack from its own task, right after.
+//! `connection` task sends it (lab-core's delivery loop). The producer gets its ack from its own task, right after.
 //!
 //! Run with `cargo run --release -p system2-ws --bin system2`; see `--help`.
 
