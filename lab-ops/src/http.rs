@@ -19,6 +19,36 @@ use serde::Serialize;
 /// The content type of the Prometheus page: OpenMetrics 1.0, which `prometheus_client` writes.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// `GET /api/health/websocket` (the original's path), for both systems' WebSocket ports: whether it
+/// accepts connections, how many are open, and the limit. System 2 also says the roles; System 1's
+/// broadcaster has only dashboards, so its document has no role fields.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketHealth {
+    /// `"ok"`, or `"shutting-down"` once the server is closing its connections.
+    pub status: &'static str,
+    /// System 2: open connections, whatever their role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
+    /// System 2: of which registered producers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producers: Option<i64>,
+    /// Open dashboard connections.
+    pub dashboards: i64,
+    /// System 2: connections not registered yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unregistered: Option<i64>,
+    /// `--max-connections`.
+    pub max_connections: u64,
+}
+
+impl WebSocketHealth {
+    /// `"ok"`, or `"shutting-down"` when `shutting_down`.
+    pub fn status(shutting_down: bool) -> &'static str {
+        if shutting_down { "shutting-down" } else { "ok" }
+    }
+}
+
 /// `200` with `body` if `ok`, else `503` with it.
 pub fn health(ok: bool, body: impl Serialize) -> Response {
     let status = if ok {

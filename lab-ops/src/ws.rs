@@ -1,6 +1,6 @@
 //! What both systems' WebSocket servers share on axum's side: [`Socket`], axum's WebSocket as the
-//! message stream and sink of [`lab_core::delivery`]'s loop, and [`Outbox`], a dashboard's outbox of
-//! axum's frames.
+//! message stream and sink of [`lab_core::delivery`]'s loop; [`Outbox`], a dashboard's outbox of
+//! axum's frames; and [`count_push`], what each push into one is counted as.
 //!
 //! The mapping is written once so that both systems close for the same reasons: a text message that is
 //! not UTF-8 is 1007, one over the size limit 1009, a frame that breaks the protocol 1002 (RFC 6455
@@ -13,11 +13,28 @@ use std::task::{Context, Poll};
 use axum::extract::ws::{self, CloseFrame, Utf8Bytes, WebSocket};
 use futures_util::{Sink, Stream};
 use lab_core::delivery::{Message, ReadError};
+use lab_core::outbox::Pushed;
 use lab_core::wire::close::CloseReason;
+use prometheus_client::metrics::counter::Counter;
 
 /// A dashboard's outbox ([`lab_core::outbox`]) of WebSocket text frames, shared by reference count:
 /// one update sent to a hundred dashboards copies no bytes.
 pub type Outbox = lab_core::outbox::Outbox<Utf8Bytes>;
+
+/// Counts what a push into a dashboard's outbox did: it superseded an older update (`coalesced`), or
+/// found no room and was dropped (`dropped`). Both systems count these two outcomes of every push, each
+/// under its own metric names.
+pub fn count_push(pushed: Pushed, coalesced: &Counter, dropped: &Counter) {
+    match pushed {
+        Pushed::Queued | Pushed::Kept => {}
+        Pushed::Coalesced => {
+            coalesced.inc();
+        }
+        Pushed::Dropped => {
+            dropped.inc();
+        }
+    }
+}
 
 /// An upgraded axum WebSocket, speaking [`lab_core::delivery::Message`]s.
 #[derive(Debug)]

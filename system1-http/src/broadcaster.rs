@@ -77,7 +77,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BroadcasterArgs, Fanout, RedisArgs};
 use crate::store::{latest, latest_key, processed};
-use lab_ops::ws::{Outbox, Socket};
+use lab_ops::http::WebSocketHealth;
+use lab_ops::ws::{Outbox, Socket, count_push};
 
 /// Most servers a snapshot of all servers lists.
 pub const SNAPSHOT_MAX_SERVERS: usize = 10_000;
@@ -255,15 +256,7 @@ impl Hub {
             if outbox.preferences.batch && !processed {
                 continue;
             }
-            match outbox.push(&update) {
-                Pushed::Queued | Pushed::Kept => {}
-                Pushed::Coalesced => {
-                    self.stats.coalesced.inc();
-                }
-                Pushed::Dropped => {
-                    self.stats.dropped.inc();
-                }
-            }
+            count_push(outbox.push(&update), &self.stats.coalesced, &self.stats.dropped);
         }
     }
 }
@@ -736,26 +729,14 @@ async fn health(State((hub, _, _)): State<AppState>) -> Response {
     lab_ops::http::health(subscribed, body)
 }
 
-/// The WebSocket's health (`GET /api/health/websocket`, the original's path).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebSocketHealth {
-    /// `"ok"`, or `"shutting-down"` once the broadcaster is closing its dashboards.
-    pub status: &'static str,
-    /// Open dashboard connections.
-    pub dashboards: i64,
-    /// `--max-connections`.
-    pub max_connections: u64,
-}
-
+/// The WebSocket's health (`GET /api/health/websocket`, the original's path): dashboards only.
 async fn websocket_health(State((hub, stop, _)): State<AppState>) -> Json<WebSocketHealth> {
     Json(WebSocketHealth {
-        status: if stop.is_cancelled() {
-            "shutting-down"
-        } else {
-            "ok"
-        },
+        status: WebSocketHealth::status(stop.is_cancelled()),
+        connections: None,
+        producers: None,
         dashboards: hub.stats.connections.get(),
+        unregistered: None,
         max_connections: hub.config.max_connections,
     })
 }

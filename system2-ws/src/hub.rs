@@ -29,8 +29,8 @@ use lab_core::{Metric, now_ms};
 use serde::Serialize;
 use thiserror::Error;
 
-use lab_core::outbox::{Pushed, Update};
-use lab_ops::ws::Outbox;
+use lab_core::outbox::Update;
+use lab_ops::ws::{Outbox, count_push};
 
 use crate::config::Config;
 use crate::stats::Stats;
@@ -209,15 +209,8 @@ impl Hub {
             .to_json();
             let update = Arc::new(Update::new(&metric.server_id, &json).with_seq(metric.seq));
             for outbox in targets {
-                match outbox.push(&update) {
-                    Pushed::Queued | Pushed::Kept => {}
-                    Pushed::Coalesced => {
-                        self.stats.updates_coalesced.inc();
-                    }
-                    Pushed::Dropped => {
-                        self.stats.updates_dropped.inc();
-                    }
-                }
+                let pushed = outbox.push(&update);
+                count_push(pushed, &self.stats.updates_coalesced, &self.stats.updates_dropped);
             }
         }
         Ok(added)

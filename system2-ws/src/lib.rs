@@ -37,6 +37,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use lab_ops::http::WebSocketHealth;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -219,36 +220,15 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /api/health/websocket` (the original's path): the connections, by role.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebSocketHealth {
-    /// `"ok"`, or `"shutting-down"` once the server is closing its connections.
-    pub status: &'static str,
-    /// Open connections, whatever their role.
-    pub connections: usize,
-    /// Of which producers …
-    pub producers: i64,
-    /// … dashboards …
-    pub dashboards: i64,
-    /// … and not registered yet.
-    pub unregistered: i64,
-    /// `--max-connections`.
-    pub max_connections: u64,
-}
-
 async fn websocket_health(State(state): State<AppState>) -> Json<WebSocketHealth> {
     let hub = &state.hub;
     let role = |r: &'static str| hub.stats.connections_of(r).get();
     Json(WebSocketHealth {
-        status: if state.shutdown.is_cancelled() {
-            "shutting-down"
-        } else {
-            "ok"
-        },
-        connections: hub.connections.load(std::sync::atomic::Ordering::Relaxed),
-        producers: role("producer"),
+        status: WebSocketHealth::status(state.shutdown.is_cancelled()),
+        connections: Some(hub.connections.load(std::sync::atomic::Ordering::Relaxed)),
+        producers: Some(role("producer")),
         dashboards: role("dashboard"),
-        unregistered: role("unregistered"),
+        unregistered: Some(role("unregistered")),
         max_connections: hub.config.max_connections,
     })
 }
