@@ -4,7 +4,7 @@
 //! ```text
 //!            ┌──────────────── run(connection, handler, timing, shutdown) ────────────────┐
 //! shutdown ──▶ 1001, always first (biased select)                                        │
-//! ping tick ─▶ nothing heard since the last ping? 1011 (heartbeat) : send a ping          │
+//! ping tick ─▶ nothing heard since the last ping? 4000 (heartbeat) : send a ping          │
 //! slow tick ─▶ the outbox backed up longer than `timing.slow`? 1008 (slow dashboard)      │
 //! message ───▶ handler.on_message(bytes) ─▶ its replies fed; the messages already waiting │
 //!              too (up to MESSAGES_PER_WAKE), then one flush                              │
@@ -89,7 +89,7 @@ pub type Flow = Result<(), Option<CloseReason>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// How often the server pings. A client from which nothing (not even a pong) arrived between two
-    /// pings is closed with 1011: its connection is dead, even if TCP has not noticed.
+    /// pings is closed with 4000: its connection is dead, even if TCP has not noticed.
     pub ping_every: Duration,
     /// How long a dashboard's outbox may stay backed up before it is closed with 1008, and how long any
     /// one write may take (a peer that does not read would otherwise hold the loop for ever).

@@ -176,8 +176,12 @@ struct ApiStats {
     /// Requests refused as invalid (400, 413, 415): counted and logged in one call, since a client
     /// that sends nothing but bad requests is otherwise invisible in the log.
     invalid: lab_ops::Noted,
-    redis_errors: Counter,
-    shed: Counter,
+    /// Requests answered 503 because Redis failed: counted and logged in one call, rate-limited, since
+    /// while Redis is away every request fails the same way.
+    redis_errors: lab_ops::Noted,
+    /// Requests answered 503 because `--max-in-flight` were already waiting (load shed): counted and
+    /// logged in one call.
+    shed: lab_ops::Noted,
     /// Oversize bodies, by how they were handled.
     oversize: OversizeStats,
     /// The group commits.
@@ -261,8 +265,8 @@ impl ApiStats {
             registry,
             accepted,
             invalid: lab_ops::Noted::new(invalid),
-            redis_errors,
-            shed,
+            redis_errors: lab_ops::Noted::new(redis_errors),
+            shed: lab_ops::Noted::new(shed),
             oversize,
             commits,
             tls_handshakes_failed,
@@ -513,8 +517,9 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
         return invalid(e);
     }
     let Ok(_permit) = state.in_flight.try_acquire() else {
-        state.stats.shed.inc();
-        return unavailable("too many requests are waiting for Redis; retry later");
+        const MESSAGE: &str = "too many requests are waiting for Redis; retry later";
+        state.stats.shed.note("request shed (503)", &MESSAGE);
+        return unavailable(MESSAGE);
     };
     match state.commit.commit(&metrics).await {
         Ok(ids) => {
@@ -526,8 +531,10 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
             if matches!(e, commit::CommitError::Redis(_)) {
                 state.redis_ok.store(false, Ordering::Relaxed);
             }
-            state.stats.redis_errors.inc();
-            tracing::warn!(error = %e, "the metrics are not durable: answering 503");
+            state
+                .stats
+                .redis_errors
+                .note("the metrics are not durable: answering 503", &e);
             unavailable(format!("{e}; nothing was acked, retry later"))
         }
     }

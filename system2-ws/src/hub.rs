@@ -161,11 +161,14 @@ impl Hub {
                 // Reserve a place first, so that two shards cannot both take the last one.
                 if self.servers.fetch_add(1, Ordering::AcqRel) >= limit {
                     self.servers.fetch_sub(1, Ordering::AcqRel);
-                    self.stats.metrics_refused_server_limit.inc();
-                    return Err(IngestError::ServerLimit {
+                    let error = IngestError::ServerLimit {
                         limit,
                         idle_secs: self.config.server_idle_secs,
-                    });
+                    };
+                    self.stats
+                        .metrics_refused_server_limit
+                        .note("metric refused: the server table is full", &error);
+                    return Err(error);
                 }
                 self.stats.servers_tracked.inc();
                 let windows = ServerWindows::new(&self.spec, self.config.buffer_size as usize)

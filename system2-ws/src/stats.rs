@@ -23,8 +23,8 @@ pub struct Stats {
     pub metrics_late: Counter,
     /// Metrics older than every window: acked, counted, changed nothing.
     pub metrics_stale: Counter,
-    /// Metrics refused because the server table was full.
-    pub metrics_refused_server_limit: Counter,
+    /// Metrics refused because the server table was full: counted and logged in one call.
+    pub metrics_refused_server_limit: lab_ops::Noted,
     /// Client messages answered with an `error` frame: counted and logged in one call.
     pub invalid_messages: lab_ops::Noted,
     /// Updates handed to dashboards' sockets.
@@ -67,11 +67,11 @@ impl Default for Stats {
             "Metrics older than every window",
             Counter::default()
         );
-        let metrics_refused_server_limit = register!(
+        let metrics_refused_server_limit = lab_ops::Noted::new(register!(
             "metrics_refused_server_limit",
             "Metrics refused: server table full",
             Counter::default()
-        );
+        ));
         let invalid_messages = lab_ops::Noted::new(register!(
             "invalid_messages",
             "Client messages answered with an error frame",
