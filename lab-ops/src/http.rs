@@ -96,6 +96,33 @@ mod tests {
     }
 
     #[test]
+    fn the_websocket_health_of_each_system_has_its_own_keys() {
+        let broadcaster = WebSocketHealth {
+            status: WebSocketHealth::status(false),
+            connections: None,
+            producers: None,
+            dashboards: 2,
+            unregistered: None,
+            max_connections: 10,
+        };
+        assert_eq!(
+            serde_json::to_string(&broadcaster).unwrap(),
+            r#"{"status":"ok","dashboards":2,"maxConnections":10}"#
+        );
+        let system2 = WebSocketHealth {
+            status: WebSocketHealth::status(true),
+            connections: Some(3),
+            producers: Some(1),
+            unregistered: Some(0),
+            ..broadcaster
+        };
+        assert_eq!(
+            serde_json::to_string(&system2).unwrap(),
+            r#"{"status":"shutting-down","connections":3,"producers":1,"dashboards":2,"unregistered":0,"maxConnections":10}"#
+        );
+    }
+
+    #[test]
     fn health_says_503_when_not_ok() {
         #[derive(Serialize)]
         struct Body {

@@ -77,12 +77,15 @@ mod tests {
         let counter = Counter::default();
         let noted = Noted::new(counter.clone());
         noted.note("odd thing", &"first");
+        let next = noted.next_warn_ms.load(Ordering::Relaxed);
+        assert!(next > 0, "the first one warned");
         noted.note("odd thing", &"second");
+        assert_eq!(
+            noted.next_warn_ms.load(Ordering::Relaxed),
+            next,
+            "the second, within WARN_EVERY, only at debug"
+        );
         assert_eq!(noted.get(), 2);
         assert_eq!(counter.get(), 2, "the registry's clone sees the same count");
-        assert!(
-            noted.next_warn_ms.load(Ordering::Relaxed) > 0,
-            "the first one warned"
-        );
     }
 }
