@@ -546,6 +546,17 @@
       : "";
   }
 
+  // "8: w-1 ×4, w-2 ×4" — how System 1's partitions are spread over its workers (none: "unowned").
+  function partitionOwners(partitions) {
+    const counts = new Map();
+    for (const p of partitions) {
+      const owner = p.owner || "unowned";
+      counts.set(owner, (counts.get(owner) || 0) + 1);
+    }
+    const parts = [...counts].sort((a, b) => a[0].localeCompare(b[0])).map(([o, n]) => `${o} ×${n}`);
+    return `${partitions.length}: ${parts.join(", ")}`;
+  }
+
   function drawMonitoring(s, el) {
     const d = s.monitoring;
     const rows = [];
@@ -558,6 +569,7 @@
       rows.push(["pending", g ? int(g.pending) : "–", "read, not yet acked"]);
       rows.push(["lag", g && g.lag !== undefined && g.lag !== null ? int(g.lag) : "–", "entries not yet read by the group"]);
       rows.push(["consumers", w && w.consumers ? int(w.consumers.length) : "–", "workers in the group"]);
+      rows.push(["partitions by owner", w && w.partitions ? partitionOwners(w.partitions) : "–", "each partition has one worker at a time"]);
       rows.push(["trimmed unprocessed", w ? int(w.trimmedUnprocessed) : "–", "lost to the stream cap"]);
       rows.push(["API in-flight slots free", a ? int(a.inFlightAvailable) : err("api.monitoring") || "–", "of --max-in-flight"]);
       rows.push(["API 503s: shed / Redis down", a ? `${int(a.requestsShed)} / ${int(a.redisErrors)}` : "–", "requests answered 503"]);

@@ -324,7 +324,7 @@ fn row(label: &str, build: &str, r: &Report, cost: &Cost) -> String {
     )
 }
 
-const HEADER: &str = "| setting | build | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max | system1 µs/metric | redis µs/metric | in Redis: ingest script / XADD / PUBLISH µs/metric | requests per Redis call | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| setting | build | intended/s | achieved/s | delivered / sent | lost | ack p50 | ack p99 | e2e p50 | e2e p99 | e2e max | system1 µs/metric | redis µs/metric | in Redis: EVALSHA (ingest; since #14 also the workers' commit) / XADD / PUBLISH µs/metric | requests per Redis call | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// The 1-minute load average (`/proc/loadavg`), to tell a quiet machine from a busy one.
 fn load_average() -> String {

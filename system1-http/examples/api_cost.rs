@@ -38,6 +38,9 @@ fn main() -> anyhow::Result<()> {
         "system1",
         "--redis-url",
         &url,
+        // One partition: the stream is the one key counted below (the cost per request is the same).
+        "--partitions",
+        "1",
         "api",
         "--host",
         "127.0.0.1",

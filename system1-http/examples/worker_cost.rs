@@ -38,7 +38,18 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(10_000);
     let redis = RedisServer::start()?;
     let url = redis.url();
-    let cli = Cli::try_parse_from(["system1", "--redis-url", &url, "worker", "--block-ms", "100"])?;
+    // One partition, which the one worker owns: the filled stream is that partition (the work per
+    // entry is the same with any number).
+    let cli = Cli::try_parse_from([
+        "system1",
+        "--redis-url",
+        &url,
+        "--partitions",
+        "1",
+        "worker",
+        "--block-ms",
+        "100",
+    ])?;
     let Role::Worker(args) = cli.role else {
         unreachable!("parsed as a worker")
     };

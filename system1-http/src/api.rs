@@ -280,6 +280,8 @@ struct Inner {
     /// The group commit.
     commit: commit::GroupCommit,
     stream_key: String,
+    /// How many partitions the stream has.
+    partitions: u16,
     maxlen: u64,
     skew_ms: f64,
     /// Bounds the requests waiting on Redis: the API's queue, with 503 as its policy when full.
@@ -346,16 +348,16 @@ impl IngestApi {
         let target = commit::Target {
             redis: connection.clone(),
             script: script.clone(),
-            stream_key: redis.stream_key.clone(),
-            trimmed_key: crate::store::trimmed_key(&redis.stream_key),
+            partitions: redis.partitions(),
             channel: redis.channel.clone(),
-            maxlen: api.stream_maxlen,
+            maxlen: redis.partitions().maxlen_each(api.stream_maxlen),
         };
         let group_commit = commit::GroupCommit::new(target, stats.commits.clone());
         let state = Arc::new(Inner {
             redis: connection,
             commit: group_commit,
             stream_key: redis.stream_key.clone(),
+            partitions: redis.partitions,
             maxlen: api.stream_maxlen,
             skew_ms: api.max_clock_skew_ms as f64,
             in_flight: Semaphore::new(api.max_in_flight as usize),
@@ -600,9 +602,11 @@ pub struct ApiMonitoring<'a> {
     pub tls: bool,
     /// Connections to a TLS port that never completed their handshake.
     pub tls_handshakes_failed: u64,
-    /// The stream metrics are appended to.
+    /// The stream metrics are appended to (`--stream-key`; its partitions are `<stream>:{p0}` …).
     pub stream: &'a str,
-    /// Its cap (`--stream-maxlen`).
+    /// How many partitions the stream has.
+    pub partitions: u16,
+    /// Its cap (`--stream-maxlen`), over all partitions.
     pub stream_max_len: u64,
 }
 
@@ -669,6 +673,7 @@ async fn monitoring(State(state): State<Arc<Inner>>) -> Response {
         tls: state.tls,
         tls_handshakes_failed: s.tls_handshakes_failed.get(),
         stream: &state.stream_key,
+        partitions: state.partitions,
         stream_max_len: state.maxlen,
     })
     .into_response()

@@ -77,6 +77,14 @@ pub struct RedisArgs {
         global = true
     )]
     pub stream_key: String,
+    /// **(ours)** How many partitions the stream is cut into, by a hash of `serverId`
+    /// (`<stream>:{p0}` …; with 1, the stream is `--stream-key` itself, the original's layout). Each
+    /// partition is processed by one worker at a time, which keeps its servers' windows in memory:
+    /// more partitions than workers lets the work spread and move in small steps. The API and every
+    /// worker must be given the same number.
+    #[arg(long, env = "SYSTEM1_PARTITIONS", default_value_t = crate::store::DEFAULT_PARTITIONS,
+          global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub partitions: u16,
     /// The pub/sub channel of ingest and processing events.
     #[arg(
         long,
@@ -105,6 +113,11 @@ pub struct RedisArgs {
 }
 
 impl RedisArgs {
+    /// The stream's partitions ([`crate::store::Partitions`]).
+    pub fn partitions(&self) -> crate::store::Partitions {
+        crate::store::Partitions::new(&self.stream_key, self.partitions)
+    }
+
     /// The Redis URL: `--redis-url` as given, else one built from the host/port/db/user/password flags
     /// (user and password percent-encoded, so any character works).
     pub fn url(&self) -> String {
@@ -237,8 +250,16 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub block_ms: u64,
 
-    /// Entries pending this long with another consumer are claimed (`XAUTOCLAIM`): that consumer is
-    /// presumed dead. In ms.
+    /// **(ours)** How long a worker owns a partition without renewing its lease, in ms: a worker that
+    /// dies (or stalls this long) loses its partitions to the others after at most this. Renewed every
+    /// third of it, so it must be at least three times `--block-ms`.
+    #[arg(long, env = "SYSTEM1_LEASE_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(30..=600_000))]
+    pub lease_ms: u64,
+
+    /// Entries of a partition this worker owns that stay pending this long with another consumer are
+    /// claimed (`XAUTOCLAIM`): that consumer is presumed dead. (A partition taken over has all its
+    /// pending entries claimed at once; this catches what a stalled former owner read later.) In ms.
     #[arg(long, env = "SYSTEM1_CLAIM_IDLE_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub claim_idle_ms: u64,

@@ -1,8 +1,8 @@
 //! The workers' ops endpoints (`--ops-port`, 4003): what the consumer group is doing.
 //!
 //! `GET /api/monitoring` reads the group's state from Redis itself (`XLEN`, `XINFO GROUPS`,
-//! `XINFO CONSUMERS`, and the trimmed-entry counts), so it shows every worker of the group, in every
-//! process, not only this one's. `trimmedUnprocessed` is the number of metrics the stream's cap threw
+//! `XINFO CONSUMERS`, the leases and the trimmed-entry counts of every partition), so it shows every
+//! worker of the group, in every process, not only this one's, and who owns which partition. `trimmedUnprocessed` is the number of metrics the stream's cap threw
 //! away before this group processed them: `trimmed.unread` (no consumer had read them) plus
 //! `trimmed.pending` (a consumer had read them and never acknowledged them). The group's `lag` is
 //! Redis's own figure; after a trim it is wrong on Redis 7.0 (it keeps counting the trimmed entries).
@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::{RedisArgs, WorkerArgs};
-use crate::store::{pending_field, trimmed_key, unread_field};
+use crate::store::{Partitions, pending_field, trimmed_key, unread_field};
 use crate::worker::WorkerStats;
 
 /// The group's counts of entries trimmed before they were processed: never read, and read but never
@@ -32,7 +32,9 @@ type Trimmed = (Option<u64>, Option<u64>);
 
 struct Ops {
     redis: ConnectionManager,
+    /// The stream's name (`--stream-key`) and its partitions.
     stream: String,
+    partitions: Partitions,
     group: String,
     stats: Arc<WorkerStats>,
     started: std::time::Instant,
@@ -101,6 +103,26 @@ fn registry(stats: &WorkerStats, trimmed: Arc<GroupTrimmed>) -> Registry {
             "Pending entries this process found trimmed from the stream before they were processed (lost)",
             &stats.trimmed_pending,
         ),
+        (
+            "partitions_taken",
+            "Partitions this process's workers took (at start, from a departed worker, or back after an error)",
+            &stats.takeovers,
+        ),
+        (
+            "leases_lost",
+            "Partitions lost to another worker while owned (the lease lapsed)",
+            &stats.leases_lost,
+        ),
+        (
+            "entries_replayed",
+            "Entries replayed into the windows when a partition was taken over",
+            &stats.replayed,
+        ),
+        (
+            "servers_evicted",
+            "Servers whose recent windows were dropped because a worker held too many",
+            &stats.evicted,
+        ),
     ] {
         registry.register(name, help, counter.clone());
     }
@@ -132,6 +154,7 @@ pub async fn serve(
     let state = Arc::new(Ops {
         redis: connection,
         stream: redis.stream_key.clone(),
+        partitions: redis.partitions(),
         group: args.group.clone(),
         registry: registry(&stats, trimmed.clone()),
         stats,
@@ -219,24 +242,53 @@ fn to_maps(value: redis::Value) -> Vec<serde_json::Map<String, serde_json::Value
         .collect()
 }
 
+/// The group's trimmed counts `(unread, pending)`, summed over the partitions.
+async fn read_trimmed(ops: &Ops) -> redis::RedisResult<(u64, u64)> {
+    let mut pipe = redis::pipe();
+    for stream in ops.partitions.streams() {
+        pipe.cmd("HMGET")
+            .arg(trimmed_key(&stream))
+            .arg(unread_field(&ops.group))
+            .arg(pending_field(&ops.group));
+    }
+    let counts: Vec<Trimmed> = pipe.query_async(&mut ops.redis.clone()).await?;
+    Ok(counts.into_iter().fold((0, 0), |(u, p), (unread, pending)| {
+        (u + unread.unwrap_or(0), p + pending.unwrap_or(0))
+    }))
+}
+
+/// A number in an `XINFO` map, if it is one.
+fn number(map: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<i64> {
+    map.get(key).and_then(|v| v.as_i64())
+}
+
+/// `GET /api/monitoring`: the whole group, from Redis. Per partition (`partitions`): its stream's
+/// length, its owner (the lease), and the group's `pending`/`lag` there; summed over them, the figures
+/// of one stream as before partitions (`streamLength`, `group`, `consumers`), so that a reader of the
+/// single-stream layout reads the same fields.
 async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
     let mut redis = ops.redis.clone();
-    let result: redis::RedisResult<(usize, redis::Value, redis::Value, Trimmed)> = redis::pipe()
-        .cmd("XLEN")
-        .arg(&ops.stream)
-        .cmd("XINFO")
-        .arg("GROUPS")
-        .arg(&ops.stream)
-        .cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(&ops.stream)
-        .arg(&ops.group)
-        .cmd("HMGET")
-        .arg(trimmed_key(&ops.stream))
-        .arg(unread_field(&ops.group))
-        .arg(pending_field(&ops.group))
-        .query_async(&mut redis)
-        .await;
+    let mut pipe = redis::pipe();
+    for (p, stream) in ops.partitions.streams().iter().enumerate() {
+        pipe.cmd("XLEN")
+            .arg(stream)
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(&ops.group)
+            .cmd("GET")
+            .arg(ops.partitions.lease(p, &ops.group));
+    }
+    // (A partition's stream may not exist yet: XINFO fails for it, and it shows as empty.)
+    let replies: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
+        pipe.ignore_errors().query_async(&mut redis).await;
+    let trimmed = match replies {
+        Ok(_) => read_trimmed(&ops).await,
+        Err(ref e) => Err(e.clone()),
+    };
     let s = &ops.stats;
     let this_process = serde_json::json!({
         "processed": s.processed.get(),
@@ -245,27 +297,87 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
         "claimed": s.claimed.get(),
         "failedBatches": s.failures.get(),
         "trimmedPending": s.trimmed_pending.get(),
+        "takeovers": s.takeovers.get(),
+        "leasesLost": s.leases_lost.get(),
+        "replayed": s.replayed.get(),
+        "evicted": s.evicted.get(),
         "processedPerSecAverage": s.processed.get() as f64 / ops.started.elapsed().as_secs_f64().max(1.0),
     });
-    match result {
-        Ok((length, groups, consumers, (unread, pending))) => {
-            let (unread, pending) = (unread.unwrap_or(0), pending.unwrap_or(0));
-            let group = to_maps(groups)
-                .into_iter()
-                .find(|g| g.get("name").and_then(|n| n.as_str()) == Some(ops.group.as_str()));
+    match (replies, trimmed) {
+        (Ok(replies), Ok((unread, pending))) => {
+            let mut length_total = 0;
+            let mut group_pending = 0;
+            let mut group_lag = Some(0);
+            let mut group_found = false;
+            let mut consumers: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+            let mut partitions = Vec::new();
+            for (p, chunk) in replies.chunks(4).enumerate() {
+                let ok = |i: usize| chunk.get(i).and_then(|r| r.as_ref().ok()).cloned();
+                let length = ok(0)
+                    .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+                    .unwrap_or(0);
+                length_total += length;
+                let group = ok(1)
+                    .map(to_maps)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|g| g.get("name").and_then(|n| n.as_str()) == Some(ops.group.as_str()));
+                let owner = ok(3).and_then(|v| redis::from_redis_value::<String>(v).ok());
+                if let Some(g) = &group {
+                    group_found = true;
+                    group_pending += number(g, "pending").unwrap_or(0);
+                    group_lag = group_lag.zip(number(g, "lag")).map(|(a, b)| a + b);
+                }
+                for c in ok(2).map(to_maps).unwrap_or_default() {
+                    let name = c.get("name").cloned();
+                    match consumers
+                        .iter_mut()
+                        .find(|seen| seen.get("name") == name.as_ref())
+                    {
+                        Some(seen) => {
+                            let add =
+                                number(seen, "pending").unwrap_or(0) + number(&c, "pending").unwrap_or(0);
+                            seen.insert("pending".into(), add.into());
+                            for key in ["idle", "inactive"] {
+                                if let (Some(a), Some(b)) = (number(seen, key), number(&c, key)) {
+                                    seen.insert(key.into(), a.min(b).into());
+                                }
+                            }
+                        }
+                        None => consumers.push(c),
+                    }
+                }
+                partitions.push(serde_json::json!({
+                    "partition": p,
+                    "stream": ops.partitions.stream(p),
+                    "length": length,
+                    "owner": owner,
+                    "pending": group.as_ref().and_then(|g| number(g, "pending")),
+                    "lag": group.as_ref().and_then(|g| number(g, "lag")),
+                }));
+            }
+            let group = group_found.then(|| {
+                serde_json::json!({
+                    "name": ops.group,
+                    "consumers": consumers.len(),
+                    "pending": group_pending,
+                    "lag": group_lag,
+                })
+            });
             Json(serde_json::json!({
                 "role": "worker",
                 "stream": ops.stream,
-                "streamLength": length,
+                "streamLength": length_total,
                 "group": group,
-                "consumers": to_maps(consumers),
+                "consumers": consumers,
+                "partitions": partitions,
                 "trimmedUnprocessed": unread + pending,
                 "trimmed": {"unread": unread, "pending": pending},
                 "thisProcess": this_process,
             }))
             .into_response()
         }
-        Err(e) => {
+        (Err(e), _) | (_, Err(e)) => {
             let body = serde_json::json!({"role": "worker", "error": format!("Redis is unavailable: {e}"), "thisProcess": this_process});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
@@ -274,17 +386,9 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
 
 async fn prometheus(State(ops): State<Arc<Ops>>) -> Response {
     // The group-wide counts first (from Redis); if Redis is away, the page shows the last ones read.
-    let mut redis = ops.redis.clone();
-    let read: redis::RedisResult<Trimmed> = redis::cmd("HMGET")
-        .arg(trimmed_key(&ops.stream))
-        .arg(unread_field(&ops.group))
-        .arg(pending_field(&ops.group))
-        .query_async(&mut redis)
-        .await;
-    match read {
+    match read_trimmed(&ops).await {
         Ok((unread, pending)) => {
-            *ops.trimmed.counts.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((unread.unwrap_or(0), pending.unwrap_or(0)));
+            *ops.trimmed.counts.lock().unwrap_or_else(|e| e.into_inner()) = Some((unread, pending));
         }
         Err(e) => tracing::debug!(error = %e, "cannot read the trimmed counts for Prometheus"),
     }

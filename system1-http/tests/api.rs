@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use common::start_api;
 use lab_testkit::{Fsync, RedisServer};
-use redis::Commands;
 use serde_json::{Value, json};
 
 fn metric(server: &str, seq: u64) -> Value {
@@ -40,7 +39,7 @@ async fn a_metric_is_in_the_stream_and_announced_before_the_202() {
     assert_eq!(body["accepted"], 1);
     let id = body["ids"][0].as_str().unwrap().to_owned();
 
-    let entries: redis::streams::StreamRangeReply = redis.connection().xrange_all("metrics:stream").unwrap();
+    let entries: redis::streams::StreamRangeReply = common::entries(&redis);
     assert_eq!(entries.ids.len(), 1);
     let entry = &entries.ids[0];
     assert_eq!(entry.id, id);
@@ -77,7 +76,7 @@ async fn a_script_redis_forgot_is_loaded_again() {
         .unwrap();
     let (status, body, _) = post(&client, &api.urls[0], &metric("server-1", 2)).await;
     assert_eq!(status, 202, "{body}");
-    let length: usize = redis.connection().xlen("metrics:stream").unwrap();
+    let length: usize = common::stream_len(&redis);
     assert_eq!(length, 2);
 }
 
@@ -101,7 +100,7 @@ async fn a_batch_is_appended_in_order() {
             .collect::<Vec<_>>()
     });
     assert_eq!(ids, sorted, "ids follow the request's order");
-    let len: usize = redis.connection().xlen("metrics:stream").unwrap();
+    let len: usize = common::stream_len(&redis);
     assert_eq!(len, 3);
 }
 
@@ -173,7 +172,7 @@ async fn bad_requests_get_their_status_and_store_nothing() {
         .unwrap();
     assert_eq!(garbage.status().as_u16(), 400);
 
-    let len: usize = redis.connection().xlen("metrics:stream").unwrap_or(0);
+    let len: usize = common::stream_len(&redis);
     assert_eq!(len, 0);
 }
 
@@ -220,7 +219,7 @@ async fn concurrent_requests_all_land() {
     while let Some(status) = tasks.join_next().await {
         assert_eq!(status.unwrap(), 202);
     }
-    let len: usize = redis.connection().xlen("metrics:stream").unwrap();
+    let len: usize = common::stream_len(&redis);
     assert_eq!(len, 300);
 }
 
@@ -277,7 +276,7 @@ async fn a_redis_outage_is_503_then_recovers_and_loses_nothing_acked() {
         .unwrap();
     assert_eq!(health, json!({"status": "ok", "redis": "ready"}));
 
-    let entries: redis::streams::StreamRangeReply = redis.connection().xrange_all("metrics:stream").unwrap();
+    let entries: redis::streams::StreamRangeReply = common::entries(&redis);
     let stored: Vec<u64> = entries
         .ids
         .iter()

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::start_api;
 use lab_testkit::{Fsync, RedisServer};
-use redis::Commands;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -73,23 +72,25 @@ fn unpause(redis: &RedisServer) {
         .unwrap();
 }
 
-/// Every entry of the stream as (serverId, seq), by entry id.
-fn stored(redis: &RedisServer) -> HashMap<String, (String, u64)> {
-    let entries: redis::streams::StreamRangeReply = redis.connection().xrange_all("metrics:stream").unwrap();
+/// Every entry of the stream as (serverId, seq), by partition and entry id. (An entry id is unique
+/// within its partition: two partitions may hand out the same id in the same millisecond.)
+fn stored(redis: &RedisServer) -> HashMap<(String, String), (String, u64)> {
+    use redis::Commands;
     let text = |e: &redis::streams::StreamId, name: &str| match e.map.get(name) {
         Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).unwrap(),
         other => panic!("{name}: {other:?}"),
     };
-    entries
-        .ids
-        .iter()
-        .map(|e| {
-            (
-                e.id.clone(),
+    let mut stored = HashMap::new();
+    for stream in common::partitions().streams() {
+        let entries: redis::streams::StreamRangeReply = redis.connection().xrange_all(&stream).unwrap();
+        for e in &entries.ids {
+            stored.insert(
+                (stream.clone(), e.id.clone()),
                 (text(e, "serverId"), text(e, "seq").parse().unwrap()),
-            )
-        })
-        .collect()
+            );
+        }
+    }
+    stored
 }
 
 /// Requests that arrive while a call is in flight all go in the next call, over both protocols, single
@@ -162,12 +163,14 @@ async fn requests_waiting_during_a_call_go_in_one_call_each_acked_with_its_own_i
         assert_eq!(body["accepted"], sent.len());
         assert_eq!(ids.len(), sent.len());
         for (id, sent) in ids.iter().zip(&sent) {
+            // Where it must be: its server's partition.
+            let key = (common::stream_of(&sent.0), id.clone());
             assert_eq!(
-                stored.get(id),
+                stored.get(&key),
                 Some(sent),
                 "entry {id} is not this request's metric"
             );
-            assert!(acked_ids.insert(id.clone()), "{id} acked twice");
+            assert!(acked_ids.insert(key), "{id} acked twice");
         }
     }
     // 2 warm-up + 1 + 20 + 60 metrics, each once.
@@ -349,7 +352,7 @@ async fn a_leader_that_goes_away_mid_call_hands_the_lead_on() {
     .await;
     // And Redis has not run the leader's call yet (reads still work while writes are paused): the next
     // call started because the lead was handed on when the leader went away, not because Redis answered.
-    let len: usize = redis.connection().xlen("metrics:stream").unwrap();
+    let len: usize = common::stream_len(&redis);
     assert_eq!(len, 1, "the pause ended before the lead was handed on");
     unpause(&redis);
     while let Some(done) = queued.join_next().await {
@@ -388,8 +391,7 @@ async fn a_lead_sent_to_a_request_that_went_away_passes_to_the_next() {
         Target {
             redis: redis.client().get_connection_manager().await.unwrap(),
             script: redis::Script::new(system1_http::store::INGEST_SCRIPT),
-            stream_key: "metrics:stream".into(),
-            trimmed_key: system1_http::store::trimmed_key("metrics:stream"),
+            partitions: common::partitions(),
             channel: "metrics:pubsub".into(),
             maxlen: 1_000_000,
         },

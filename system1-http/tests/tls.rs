@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lab_testkit::RedisServer;
-use redis::Commands;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -154,10 +153,10 @@ async fn request(
 
 /// The entry's `serverId`, read back from the stream by its id.
 fn stored_server_id(redis: &RedisServer, id: &str) -> String {
-    let entries: redis::streams::StreamRangeReply =
-        redis.connection().xrange("metrics:stream", id, id).unwrap();
-    assert_eq!(entries.ids.len(), 1, "entry {id} is in the stream");
-    entries.ids[0].get("serverId").unwrap()
+    let entries = common::entries(redis);
+    let found: Vec<_> = entries.ids.iter().filter(|e| e.id == id).collect();
+    assert_eq!(found.len(), 1, "entry {id} is in the stream");
+    found[0].get("serverId").unwrap()
 }
 
 #[tokio::test]
@@ -199,7 +198,7 @@ async fn http1_and_http2_are_negotiated_by_alpn_on_both_ports() {
         let id = answer.body["ids"][0].as_str().unwrap();
         assert_eq!(stored_server_id(&redis, id), server);
     }
-    let len: usize = redis.connection().xlen("metrics:stream").unwrap();
+    let len: usize = common::stream_len(&redis);
     assert_eq!(len, 4);
 }
 
@@ -245,7 +244,7 @@ async fn a_plain_text_client_fails_cleanly_and_the_server_keeps_serving() {
     let monitoring = request(addr, &api.cert_pem, &[b"h2"], "GET", "/api/monitoring", None).await;
     assert_eq!(monitoring.body["tls"], true);
     assert_eq!(monitoring.body["tlsHandshakesFailed"], 2);
-    let len: usize = redis.connection().xlen("metrics:stream").unwrap();
+    let len: usize = common::stream_len(&redis);
     assert_eq!(len, 1, "nothing sent in plain text was stored");
 }
 

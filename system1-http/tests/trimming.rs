@@ -1,6 +1,10 @@
 //! The stream's cap (`--stream-maxlen`) against a real redis-server: trimming drops entries whether or
 //! not a worker processed them, and every such drop is counted, by kind; a consumer whose pending
 //! entries were trimmed is not wedged by them.
+//!
+//! On one partition (`--partitions 1`, the single stream `metrics:stream`), so that the counts are
+//! those of one cap: with eight partitions, each has an eighth of `--stream-maxlen`, and is trimmed
+//! and counted the same way, on its own.
 
 mod common;
 
@@ -18,7 +22,7 @@ use system1_http::worker::{Outcome, Worker, WorkerStats};
 
 /// Starts the API with a cap of 1 000 entries (the smallest allowed); returns its URL.
 async fn start_api(redis: &RedisServer) -> String {
-    let cli = api_cli(redis, &["--stream-maxlen", "1000"]);
+    let cli = api_cli(redis, &["--partitions", "1", "--stream-maxlen", "1000"]);
     let Role::Api(args) = &cli.role else {
         unreachable!()
     };
@@ -32,7 +36,11 @@ async fn worker(redis: &RedisServer, name: &str, stats: &Arc<WorkerStats>) -> Wo
     let cli = cli(
         redis,
         &[
+            "--partitions",
+            "1",
             "worker",
+            "--lease-ms",
+            "300",
             "--block-ms",
             "100",
             "--batch-size",
@@ -107,27 +115,14 @@ async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedg
     assert_eq!(counted(&redis, "unread:audit"), 1020);
     assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 0);
 
-    // "w3" comes back: its own pending entries are gone. It acks and counts them, and goes on.
+    // "w3" comes back: it owns nothing (w1 owns the only partition), so it reads nothing.
     let mut w3 = worker(&redis, "w3", &stats).await;
-    assert_eq!(
-        w3.process_batch().await.unwrap(),
-        Outcome::Processed {
-            entries: 0,
-            duplicates: 0,
-            unreadable: 0,
-            claimed: 0,
-            trimmed: 3
-        }
-    );
-    assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 3);
-    assert_eq!(
-        pending(&redis),
-        5,
-        "only the dead consumer's entries are left pending"
-    );
+    assert_eq!(w3.process_batch().await.unwrap(), Outcome::Empty);
+    assert!(w3.owned_partitions().is_empty());
 
-    // "dead" never comes back: once its entries are idle past --claim-idle-ms, XAUTOCLAIM reports them
-    // deleted (and drops them from the pending list); w1 counts them and reads on.
+    // The partition's owner looks for entries left pending by others: once they are idle past
+    // --claim-idle-ms, XAUTOCLAIM reports the 8 of "dead" and "w3" deleted (and drops them from the
+    // pending list); w1 counts them and reads on.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let outcome = w1.process_batch().await.unwrap();
     assert!(
@@ -135,13 +130,18 @@ async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedg
             outcome,
             Outcome::Processed {
                 claimed: 0,
-                trimmed: 5,
+                trimmed: 8,
                 ..
             }
         ),
         "{outcome:?}"
     );
     assert_eq!(counted(&redis, &format!("pending:{GROUP}")), 8);
+    assert_eq!(
+        pending(&redis),
+        0,
+        "nothing of the trimmed entries is left pending"
+    );
 
     // Nothing is wedged: the workers drain the rest of the stream.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -158,7 +158,18 @@ async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedg
     assert_eq!(stats.trimmed_pending.get(), 8);
 
     // The ops port shows it: 1 010 metrics of this group's were thrown away unprocessed.
-    let cli = cli(&redis, &["worker", "--ops-port", "0", "--ops-host", "127.0.0.1"]);
+    let cli = cli(
+        &redis,
+        &[
+            "--partitions",
+            "1",
+            "worker",
+            "--ops-port",
+            "0",
+            "--ops-host",
+            "127.0.0.1",
+        ],
+    );
     let Role::Worker(args) = &cli.role else {
         unreachable!()
     };
@@ -204,4 +215,90 @@ async fn without_a_group_trimming_only_caps_the_stream() {
     assert_eq!(length, 1000);
     let exists: bool = redis.connection().exists(trimmed_key(STREAM)).unwrap();
     assert!(!exists);
+}
+
+/// With several partitions, each is capped at its share of `--stream-maxlen` and counts what its trims
+/// drop in its own hash; the ops port adds them up for the group.
+#[tokio::test]
+async fn each_partition_is_capped_at_its_share_and_counted_on_its_own() {
+    let redis = RedisServer::start().unwrap();
+    let api_args = api_cli(&redis, &["--partitions", "2", "--stream-maxlen", "2000"]);
+    let Role::Api(args) = &api_args.role else {
+        unreachable!()
+    };
+    let api = IngestApi::bind(args, &api_args.redis).await.unwrap();
+    let url = format!("http://{}", api.local_addrs()[0]);
+    tokio::spawn(api.run(std::future::pending()));
+    let partitions = system1_http::store::Partitions::new(STREAM, 2);
+    // Two servers, one in each partition.
+    let a = "a".to_owned();
+    let b = (0..)
+        .map(|i| format!("b{i}"))
+        .find(|b| partitions.of(b) != partitions.of(&a))
+        .unwrap();
+    // The group exists (a worker created it) and reads nothing.
+    let worker_cli = cli(&redis, &["--partitions", "2", "worker"]);
+    let Role::Worker(wargs) = &worker_cli.role else {
+        unreachable!()
+    };
+    Worker::connect(wargs, &worker_cli.redis, "idle".into())
+        .await
+        .unwrap()
+        .ensure_group()
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for server in [&a, &b] {
+        for (first, n) in [(0, 1000), (1000, 100)] {
+            let batch: Vec<Value> = (first..first + n)
+                .map(|seq| json!({"serverId": server, "timestamp": lab_core::now_ms(), "metrics": {"cpu": 1, "memory": 2, "disk": 3}, "seq": seq}))
+                .collect();
+            let response = client
+                .post(format!("{url}/metrics"))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 202);
+        }
+    }
+    for server in [&a, &b] {
+        let stream = partitions.stream(partitions.of(server));
+        let length: usize = redis.connection().xlen(&stream).unwrap();
+        assert_eq!(length, 1000, "{stream}: 1 100 appended, trimmed to half of 2 000");
+        let unread: u64 = redis
+            .connection()
+            .hget(trimmed_key(&stream), format!("unread:{GROUP}"))
+            .unwrap();
+        assert_eq!(unread, 100, "{stream}");
+    }
+    let ops_cli = cli(
+        &redis,
+        &[
+            "--partitions",
+            "2",
+            "worker",
+            "--ops-port",
+            "0",
+            "--ops-host",
+            "127.0.0.1",
+        ],
+    );
+    let Role::Worker(ops_args) = &ops_cli.role else {
+        unreachable!()
+    };
+    let stats = Arc::new(WorkerStats::default());
+    let (address, _task) =
+        system1_http::worker_ops::serve(ops_args, &ops_cli.redis, stats, std::future::pending())
+            .await
+            .unwrap();
+    let m: Value = reqwest::get(format!("http://{address}/api/monitoring"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["trimmed"], json!({"unread": 200, "pending": 0}), "{m}");
+    assert_eq!(m["streamLength"], 2000);
+    assert_eq!(m["partitions"].as_array().unwrap().len(), 2);
 }

@@ -157,7 +157,7 @@ fn why(kind: FaultKind, n: usize, lost: Option<u64>, fsync: Fsync) -> String {
     }
     match (kind, lost) {
         (FaultKind::KillWorker, 0) => format!(
-            "{system} lost nothing: the dead worker's unacknowledged entries stayed pending in the stream, and another worker claimed them once they had been idle long enough (lab up's --system1-claim-idle): they arrived that much later, which the timeline shows, but they arrived."
+            "{system} lost nothing: the dead worker's unacknowledged entries stayed pending in the stream; when its leases lapsed (lab up's --system1-lease), another worker took its partitions, rebuilt their windows from the stream and claimed those entries: they, and everything its servers sent meanwhile, arrived that much later, which the timeline shows, but they arrived."
         ),
         (FaultKind::RestartRedis, 0) => format!(
             "{system} lost nothing it had acknowledged: the API acknowledges only what Redis has appended to the stream, and Redis replayed its append-only file (fsync {}) on restart. A kill -9 is a process crash: what Redis had written was in the kernel's page cache and survived whatever the fsync policy; fsync matters when the machine itself fails, which this lab does not simulate. Metrics sent while Redis was down were refused (503) and retried, not lost.",

@@ -63,9 +63,16 @@ pub struct UpArgs {
     #[arg(long = "fault", value_name = "KIND@AT[:DOWN]", value_parser = super::fault::parse_fault)]
     pub faults: Vec<super::fault::Fault>,
 
-    /// How long a System 1 entry stays pending with a consumer before another worker claims it
-    /// (`system1 worker --claim-idle-ms`): after a worker dies, its unacknowledged entries wait
-    /// this long. The lab uses 5 s, not System 1's 30 s, so that a fault's recovery fits in a run.
+    /// How long a System 1 worker owns its partitions without renewing them (`system1 worker
+    /// --lease-ms`): after a worker dies, its partitions wait this long for another worker, which
+    /// then claims their unacknowledged entries at once. At least 3 s (three of the workers' 1 s
+    /// reads).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub system1_lease: Duration,
+
+    /// How long a System 1 entry stays pending with a consumer that is not its partition's owner
+    /// before the owner claims it (`system1 worker --claim-idle-ms`; a worker that stalled past its
+    /// lease and read on). The lab uses 5 s, not System 1's 30 s, so that a recovery fits in a run.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub system1_claim_idle: Duration,
 

@@ -493,6 +493,7 @@ impl Lab {
         .map(str::to_string);
         let broadcaster = ["--ws-host", &host, "--ws-port", &ports.ws.number.to_string()].map(str::to_string);
         let claim_idle = self.args.system1_claim_idle.as_millis().to_string();
+        let lease = self.args.system1_lease.as_millis().to_string();
         let worker = |ops_port: u16, workers: u64| {
             [
                 "--ops-host",
@@ -503,6 +504,8 @@ impl Lab {
                 &workers.to_string(),
                 "--claim-idle-ms",
                 &claim_idle,
+                "--lease-ms",
+                &lease,
             ]
             .map(str::to_string)
         };

@@ -60,7 +60,7 @@ use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionManager;
 use tokio::sync::oneshot;
 
-use crate::store::TRIM_STEP;
+use crate::store::{Partitions, TRIM_STEP, trimmed_key};
 
 /// Most metrics in one group commit. Large enough that one call amortizes its fixed cost over hundreds
 /// of metrics, small enough that Redis, which runs a script to its end before serving anyone else,
@@ -68,7 +68,8 @@ use crate::store::TRIM_STEP;
 /// (at most [`lab_core::limits::MAX_BATCH_ITEMS`] metrics) always fits.
 pub const MAX_GROUP_METRICS: usize = 2_000;
 
-/// Script arguments per metric: serverId, timestamp, readings JSON, seq ('' for none), the metric's JSON.
+/// Script arguments per metric encoded by a request: serverId, timestamp, readings JSON, seq ('' for none), the
+/// metric's JSON. (The call puts one more before them: the number of the metric's partition in its KEYS.)
 const ARGS_PER_METRIC: usize = 5;
 
 /// Why a request's metrics were not committed. Every request of a failed group gets its own copy.
@@ -87,20 +88,23 @@ pub enum CommitError {
 }
 
 /// A request's metrics as the ingest script's arguments, encoded by the request's own task (so that
-/// the encoding runs on every core), in one buffer.
+/// the encoding runs on every core), in one buffer, with each metric's partition.
 pub struct Args {
     /// The arguments, back to back.
     bytes: Vec<u8>,
     /// Where each argument ends in `bytes` ([`ARGS_PER_METRIC`] per metric).
     ends: Vec<usize>,
+    /// Each metric's partition ([`Partitions::of`] its server).
+    partitions: Vec<usize>,
 }
 
 impl Args {
-    /// Encodes `metrics` (already validated).
-    pub fn new(metrics: &[lab_core::Metric]) -> Args {
+    /// Encodes `metrics` (already validated), to go to their servers' partitions of `partitions`.
+    pub fn new(metrics: &[lab_core::Metric], partitions: &Partitions) -> Args {
         let mut bytes = Vec::with_capacity(metrics.len() * 384);
         let mut ends = Vec::with_capacity(metrics.len() * ARGS_PER_METRIC);
         let mut payload = Vec::with_capacity(256);
+        let partitions = metrics.iter().map(|m| partitions.of(&m.server_id)).collect();
         for metric in metrics {
             let readings = super::ingested_payload(metric, &mut payload);
             let mut push = |arg: &[u8]| {
@@ -116,7 +120,11 @@ impl Args {
             }
             push(&payload);
         }
-        Args { bytes, ends }
+        Args {
+            bytes,
+            ends,
+            partitions,
+        }
     }
 
     /// The number of metrics.
@@ -124,12 +132,12 @@ impl Args {
         self.ends.len() / ARGS_PER_METRIC
     }
 
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let arg = &self.bytes[start..end];
-            start = end;
-            arg
+    /// The script arguments of metric `m`.
+    fn of_metric(&self, m: usize) -> impl Iterator<Item = &[u8]> {
+        let first = m * ARGS_PER_METRIC;
+        (first..first + ARGS_PER_METRIC).map(move |a| {
+            let start = if a == 0 { 0 } else { self.ends[a - 1] };
+            &self.bytes[start..self.ends[a]]
         })
     }
 }
@@ -194,13 +202,11 @@ pub struct Target {
     pub redis: ConnectionManager,
     /// The ingest script ([`crate::store::INGEST_SCRIPT`]).
     pub script: redis::Script,
-    /// The stream.
-    pub stream_key: String,
-    /// Where trimming counts what it dropped unread ([`crate::store::trimmed_key`]).
-    pub trimmed_key: String,
+    /// The stream's partitions: each metric goes to its server's.
+    pub partitions: Partitions,
     /// The channel of `metric.ingested` events.
     pub channel: String,
-    /// The stream's cap.
+    /// Each partition's cap ([`Partitions::maxlen_each`]).
     pub maxlen: u64,
 }
 
@@ -242,7 +248,7 @@ impl GroupCommit {
     /// which bounds the queue.
     pub async fn commit(&self, metrics: &[lab_core::Metric]) -> Result<Vec<String>, CommitError> {
         let shared = &self.shared;
-        let args = Args::new(metrics);
+        let args = Args::new(metrics, &shared.target.partitions);
         let waiting = {
             let mut state = shared.lock();
             if state.leading {
@@ -354,26 +360,44 @@ impl Shared {
         }
     }
 
-    /// `EVALSHA` of the ingest script with every request's arguments, in order. Built directly rather
-    /// than through `redis::Script`'s invocation, which would keep each argument in an allocation of
-    /// its own and then copy them all into the command.
+    /// One `EVALSHA` of the ingest script with every request's arguments, in order, each metric
+    /// preceded by the number of its partition's keys in the call. Built directly rather than through
+    /// `redis::Script`'s invocation, which would keep each argument in an allocation of its own and
+    /// then copy them all into the command.
     fn command(&self, own: &Args, others: &[Part], metrics: usize) -> redis::Cmd {
         let t = &self.target;
-        let bytes = own.bytes.len() + others.iter().map(|p| p.args.bytes.len()).sum::<usize>();
-        let mut command = redis::Cmd::with_capacity(9 + ARGS_PER_METRIC * metrics, 128 + bytes);
+        let group = || std::iter::once(own).chain(others.iter().map(|p| &p.args));
+        // The partitions the group goes to, numbered 1, 2, … in the call's KEYS.
+        let mut slot = vec![0usize; t.partitions.count()];
+        let mut touched = Vec::new();
+        for args in group() {
+            for &p in &args.partitions {
+                if slot[p] == 0 {
+                    touched.push(p);
+                    slot[p] = touched.len();
+                }
+            }
+        }
+        let bytes: usize = group().map(|a| a.bytes.len()).sum();
+        let mut command = redis::Cmd::with_capacity(
+            7 + 2 * touched.len() + (ARGS_PER_METRIC + 1) * metrics,
+            128 + bytes,
+        );
         command
             .arg("EVALSHA")
             .arg(t.script.get_hash())
-            .arg(2)
-            .arg(&t.stream_key)
-            .arg(&t.trimmed_key)
-            .arg(t.maxlen)
-            .arg(&t.channel)
-            .arg(metrics)
-            .arg(TRIM_STEP);
-        for args in std::iter::once(own).chain(others.iter().map(|p| &p.args)) {
-            for arg in args.iter() {
-                command.arg(arg);
+            .arg(2 * touched.len());
+        for &p in &touched {
+            let stream = t.partitions.stream(p);
+            command.arg(&stream).arg(trimmed_key(&stream));
+        }
+        command.arg(t.maxlen).arg(&t.channel).arg(metrics).arg(TRIM_STEP);
+        for args in group() {
+            for (m, &p) in args.partitions.iter().enumerate() {
+                command.arg(slot[p]);
+                for arg in args.of_metric(m) {
+                    command.arg(arg);
+                }
             }
         }
         command

@@ -1,60 +1,82 @@
-//! Consumer-group workers: read the stream in batches, aggregate, store snapshots, announce, ack.
+//! Consumer-group workers: each owns some of the stream's partitions, keeps their servers' windows in
+//! memory, and commits every batch (snapshots, announcements, acks) in one script.
 //!
 //! ```text
-//! XAUTOCLAIM (entries a dead consumer left pending) or XREADGROUP … > (new entries), on the worker's
-//! own connection
-//!   └▶ per server: ZRANGE metrics:samples:<id>  → rebuild the windows (lab-core, as System 2)
-//!                  add this batch's metrics in order; skip those already there (redeliveries)
-//!   └▶ MULTI: ZADD samples · trim them · HSET metrics:latest:<id>
-//!             · EVAL: for each metric, PUBLISH metric.processed (windows on each server's last)
-//!                     and XADD it to the capped `metrics:processed` stream, numbered · XACK
+//! every lease/3: heartbeat (the group's live members) · renew this worker's leases · give back what
+//!                is over its fair share (partitions ÷ members) · take free partitions up to it
+//!   └▶ a partition taken (or recovered after an error): claim all its pending entries, rebuild its
+//!      servers' windows from its recent entries already processed, then process the claimed ones
+//! XREADGROUP … STREAMS <its partitions> > > … (one blocking read, on the worker's own connection)
+//!   └▶ per partition, per server: add the batch's metrics to the windows held in memory (lab-core,
+//!      as System 2), skipping those already counted (a client's retry)
+//!   └▶ EVALSHA commit: lease still ours? · HSET metrics:latest:<id> · PUBLISH and XADD each
+//!      metric.processed, numbered · XACK · renew the lease
 //! ```
 //!
-//! **Why the window state lives in Redis.** All the workers of a group share one stream, and Redis hands
-//! each entry to whichever worker asks: the metrics of one server are spread over every worker. Windows
-//! kept in a worker's memory would each see a part, and contradict one another. So each server's
-//! recent samples are a sorted set in Redis (score: timestamp; member: the metric's identity and
-//! values), and a worker rebuilds the windows from it for each batch, with the very code System 2 uses.
-//! That costs a read per server per batch: the price of statelessness, and part of the lesson.
+//! **Why partitions with one owner each.** If every worker took whichever entries Redis handed it,
+//! the metrics of one server would be spread over all of them, and windows held in a worker's memory
+//! would each see a part. The stream is therefore cut into partitions by server ([`Partitions`]), and
+//! each partition is read by one worker at a time: that worker sees every metric of its servers, in
+//! order, and its windows in memory are the truth. (Before, the windows lived in Redis, as a sorted set
+//! per server read back for every batch: exact, and the slowest part of System 1.) This is how Kafka's
+//! consumer groups and Kinesis's shards work: scaling out is adding owners, and the unit that moves is
+//! a partition.
 //!
-//! **At least once, counted once.** An entry is acked only after its writes. A worker that dies before
-//! acking leaves the entry pending; after `--claim-idle-ms` another worker claims it (`XAUTOCLAIM`) and
-//! processes it again. The sample's member is its identity (`serverId`+`seq`+`timestamp`, or the entry
-//! id without a `seq`), so a metric already in the set is recognised and not counted twice, nor
-//! announced twice.
+//! **Who owns what: leases, not one consumer group per partition.** A partition's owner is the name in
+//! its lease key ([`Partitions::lease`]), set with `NX` and a time to live (`--lease-ms`), renewed every
+//! third of it. A worker that dies stops renewing; after at most the lease, another takes the partition.
+//! A worker takes no more than its fair share (partitions ÷ live members, rounded up, the members
+//! counted by heartbeats in [`Partitions::members`]), and gives back what is over it when workers join,
+//! so the partitions spread over everyone. (One consumer group per partition would still let two
+//! workers read one partition at once; the lease is what makes an owner.) The lease is also a fence:
+//! the commit script writes nothing unless the lease is still the worker's, so a worker that stalled
+//! past its lease and wakes up cannot overwrite its successor's state.
+//!
+//! **Taking over, exactly.** A worker that takes a partition has no windows for its servers. They are
+//! rebuilt from Redis: the group's `last-delivered-id` says which entries were handed out; of those,
+//! the pending ones (read, never committed) are claimed (`XAUTOCLAIM`, all of them, at once: the lease
+//! says their reader is gone) and processed as new; the others were committed, and are replayed into
+//! the windows without being announced again. Replayed are the entries that arrived within the longest
+//! window (plus [`REBUILD_SLACK_MS`] for clocks), which is all the windows can contain; so the windows
+//! after a takeover equal those of an uninterrupted run. The same rebuild follows a failed batch (Redis
+//! gone mid-batch), whose metrics the windows in memory already held.
+//!
+//! **At least once, counted once.** An entry is acked only by the script that stores what it changed,
+//! so a worker that dies before committing leaves it pending, and the partition's next owner
+//! processes it. A client that re-sends a metric (its `202` was lost) appends it again under a new id:
+//! the worker recognises its identity (`serverId`+`seq`+`timestamp`, or the entry id without a `seq`)
+//! among its server's recent ones (the last 2 × `--buffer-size`) and does not count it twice.
 //!
 //! **Entries trimmed while pending.** The stream's cap (see [`crate::api`]) may remove an entry that a
 //! consumer has read but not acked. Redis keeps its id in the pending list; the worker that meets it
-//! (its own on resuming, or a dead consumer's through `XAUTOCLAIM`) finds no data, acks it so that it
-//! blocks nothing, and counts it as lost in [`trimmed_key`].
-//!
-//! **A known approximation.** Two workers processing the same server at the same instant each rebuild
-//! the windows without the other's new metric; each publishes windows that miss one sample. The stored
-//! samples are complete, and the server's next update counts both.
+//! (its own on resuming, or a dead consumer's when claiming) finds no data, acks it so that it blocks
+//! nothing, and counts it as lost in [`crate::store::trimmed_key`].
 
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lab_core::Metric;
-use lab_core::aggregate::{Added, ServerWindows, WindowSpec, WindowSummaries};
+use lab_core::aggregate::{ServerWindows, WindowSpec, WindowSummaries};
 use lab_core::wire::system1;
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncCommands, AsyncConnectionConfig, Value};
+use redis::{AsyncConnectionConfig, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RedisArgs, WorkerArgs};
 use crate::store::{
-    ANNOUNCE_SCRIPT, latest, latest_key, pending_field, processed_count_key, samples_key, trimmed_key,
-    version_key,
+    COMMIT_SCRIPT, HEARTBEAT_SCRIPT, LEAVE_SCRIPT, Partitions, RELEASE_SCRIPT, RENEW_SCRIPT, latest,
+    latest_key, processed_count_key,
 };
 
+mod identity;
+mod ownership;
 mod reply;
-mod samples;
 
-use reply::{Entry, autoclaim_reply_entries, read_reply_entries};
-use samples::{Identity, decode_member, encode_member};
+use identity::{Identity, Known};
+use reply::{Entry, autoclaim_reply_entries, read_reply_streams};
 
 /// What the workers of one process count, together. Prometheus counters (shared atomics: a clone
 /// counts into the same number), so that the ops port's `/api/monitoring` JSON and its Prometheus page
@@ -73,19 +95,40 @@ pub struct WorkerStats {
     pub failures: Counter,
     /// Pending entries found trimmed from the stream (read once, never acked, now gone): lost.
     pub trimmed_pending: Counter,
+    /// Partitions this process's workers took (at start, from a dead or departed worker, or back
+    /// after an error).
+    pub takeovers: Counter,
+    /// Partitions lost to another worker while owned (the lease lapsed: the worker stalled, or Redis
+    /// was away too long); the batch under way was not committed, and the new owner redoes it.
+    pub leases_lost: Counter,
+    /// Entries replayed into the windows when a partition was taken over (processed before, not
+    /// announced again).
+    pub replayed: Counter,
+    /// Servers whose windows were dropped while still recent because a worker held
+    /// [`MAX_SERVERS_PER_WORKER`]: their next windows miss what came before.
+    pub evicted: Counter,
 }
 
-/// Most servers whose windows a worker caches; past it, the cache is cleared (and rebuilt on demand).
-const CACHE_MAX_SERVERS: usize = 10_000;
+/// Most servers whose windows one worker holds. Past it, the least recently seen ones are dropped (and
+/// counted in [`WorkerStats::evicted`]): a bound on memory for a group given far more servers than it
+/// was sized for. (A server silent for longer than the longest window is dropped anyway, and that
+/// loses nothing: its next metric starts every window afresh.)
+pub const MAX_SERVERS_PER_WORKER: usize = 100_000;
 
-/// A worker's cached view of one server's samples.
-struct Cached {
-    windows: ServerWindows,
-    /// Identities of the samples in `windows`.
-    known: HashSet<Identity>,
-    /// The sample-set version this view matches.
-    version: i64,
-}
+/// How often a worker that owns less than its fair share looks for partitions to take (given back by
+/// a worker that saw it join, or lapsed): the longest a partition given back waits for a new owner.
+pub const POLL_UNDER_SHARE: Duration = Duration::from_millis(100);
+
+/// How long a worker waits, the first time, between saying it is alive and counting the live
+/// workers: workers started together (one process's `--workers`, or a whole deployment) then see
+/// each other before taking partitions, and take their shares at once instead of one taking all and
+/// giving half back a moment later.
+pub const JOIN_WAIT: Duration = Duration::from_millis(100);
+
+/// How much earlier than the longest window a takeover starts replaying a partition's entries, in ms
+/// of arrival time, to allow for metrics whose timestamps run behind their arrival (clock skew,
+/// delays). A window is exact after a takeover if its metrics arrived no more than this late.
+pub const REBUILD_SLACK_MS: u64 = 5_000;
 
 /// The consumer names of this process's workers: `--consumer-name` (else host and pid) plus `-1` … `-N`.
 /// Distinct across processes, so that a dead process's entries can be told apart and claimed.
@@ -110,7 +153,7 @@ pub enum Outcome {
     Processed {
         /// Entries in the batch.
         entries: usize,
-        /// Metrics already in the samples (redelivered): acked, not counted again.
+        /// Metrics already counted (re-sent or redelivered): acked, not counted again.
         duplicates: usize,
         /// Entries that are not metrics.
         unreadable: usize,
@@ -122,6 +165,84 @@ pub enum Outcome {
     },
     /// Nothing to do within the block time.
     Empty,
+}
+
+impl Outcome {
+    /// Both outcomes' counts together (a step may process several partitions).
+    fn and(self, other: Outcome) -> Outcome {
+        match (self, other) {
+            (Outcome::Empty, o) | (o, Outcome::Empty) => o,
+            (
+                Outcome::Processed {
+                    entries: a,
+                    duplicates: b,
+                    unreadable: c,
+                    claimed: d,
+                    trimmed: e,
+                },
+                Outcome::Processed {
+                    entries: f,
+                    duplicates: g,
+                    unreadable: h,
+                    claimed: i,
+                    trimmed: j,
+                },
+            ) => Outcome::Processed {
+                entries: a + f,
+                duplicates: b + g,
+                unreadable: c + h,
+                claimed: d + i,
+                trimmed: e + j,
+            },
+        }
+    }
+
+    /// Entries claimed and entries found trimmed, nothing processed (yet).
+    fn claims(claimed: usize, trimmed: usize) -> Outcome {
+        if claimed == 0 && trimmed == 0 {
+            return Outcome::Empty;
+        }
+        Outcome::Processed {
+            entries: 0,
+            duplicates: 0,
+            unreadable: 0,
+            claimed,
+            trimmed,
+        }
+    }
+}
+
+/// A server's windows, as the owner of its partition holds them.
+struct ServerState {
+    windows: ServerWindows,
+    known: Known,
+    /// When its last metric was processed or replayed: servers silent for longer than the longest
+    /// window are dropped.
+    last_seen: Instant,
+}
+
+/// A partition this worker owns.
+struct Owned {
+    /// Its stream, lease and trimmed-counts keys.
+    stream: String,
+    lease: String,
+    trimmed: String,
+    /// Its servers' windows: exact as of everything committed, unless `rebuild`.
+    servers: HashMap<String, ServerState>,
+    /// The windows must be rebuilt from the stream before the next batch (just taken; or a batch
+    /// failed after its metrics were added to them).
+    rebuild: bool,
+    /// Read this consumer's own pending entries of the partition before new ones.
+    resume_pending: bool,
+}
+
+/// The scripts a worker runs (`EVALSHA`, loaded again by redis-rs if Redis forgot them).
+struct Scripts {
+    commit: redis::Script,
+    renew: redis::Script,
+    release: redis::Script,
+    heartbeat: redis::Script,
+    leave: redis::Script,
 }
 
 /// One consumer of the group.
@@ -136,33 +257,45 @@ pub struct Worker {
     reader_config: AsyncConnectionConfig,
     /// The last step failed: open the reader again before the next one.
     reader_broken: bool,
-    /// Read this consumer's own pending entries (read before, never acked) before new ones: after a
-    /// failure, and at start.
-    resume_pending: bool,
     /// Writes go through the shared, auto-reconnecting connection.
     writer: ConnectionManager,
-    stream: String,
+    partitions: Partitions,
     group: String,
     channel: String,
-    /// The capped stream of `metric.processed` events, and its cap ([`ANNOUNCE_SCRIPT`]).
+    /// The capped stream of `metric.processed` events, and its cap ([`COMMIT_SCRIPT`]).
     processed: String,
     processed_maxlen: u64,
     spec: WindowSpec,
     capacity: usize,
     batch_size: usize,
-    block_ms: usize,
+    block_ms: u64,
     claim_idle_ms: u64,
-    /// Per server, the windows as of a known version of its samples: most batches then read nothing.
-    cache: HashMap<String, Cached>,
-    /// When dead consumers' entries were last looked for.
-    last_claim: Option<std::time::Instant>,
+    lease_ms: u64,
+    /// The partitions this worker owns, by number.
+    owned: BTreeMap<usize, Owned>,
+    /// When the leases were last renewed (and the fair share looked at).
+    last_maintenance: Option<Instant>,
+    /// The fair share at the last look: while it owns fewer, the worker looks again every
+    /// [`POLL_UNDER_SHARE`], so that partitions given back by others are taken at once.
+    share: usize,
+    /// When stalled consumers' entries in owned partitions were last looked for.
+    last_claim: Option<Instant>,
+    scripts: Scripts,
     /// Counters shared with the other workers of the process and the ops endpoints.
-    stats: std::sync::Arc<WorkerStats>,
+    stats: Arc<WorkerStats>,
 }
 
 impl Worker {
     /// Connects a consumer called `name`.
     pub async fn connect(args: &WorkerArgs, redis: &RedisArgs, name: String) -> anyhow::Result<Worker> {
+        if args.lease_ms < 3 * args.block_ms {
+            anyhow::bail!(
+                "--lease-ms ({}) must be at least three times --block-ms ({}): a worker renews its \
+                 leases between reads, and would lose them while blocked",
+                args.lease_ms,
+                args.block_ms
+            );
+        }
         let client = redis::Client::open(redis.url()).context("invalid Redis URL")?;
         // The response timeout must exceed the BLOCK time, or every idle read would time out.
         let reader_config = AsyncConnectionConfig::new()
@@ -191,9 +324,8 @@ impl Worker {
             client: client.clone(),
             reader_config,
             reader_broken: false,
-            resume_pending: true,
             writer,
-            stream: redis.stream_key.clone(),
+            partitions: redis.partitions(),
             group: args.group.clone(),
             channel: redis.channel.clone(),
             processed: redis.processed_stream.clone(),
@@ -201,36 +333,62 @@ impl Worker {
             spec,
             capacity: args.buffer_size as usize,
             batch_size: args.batch_size as usize,
-            block_ms: args.block_ms as usize,
+            block_ms: args.block_ms,
             claim_idle_ms: args.claim_idle_ms,
-            cache: HashMap::new(),
+            lease_ms: args.lease_ms,
+            owned: BTreeMap::new(),
+            last_maintenance: None,
+            share: 0,
             last_claim: None,
+            scripts: Scripts {
+                commit: redis::Script::new(COMMIT_SCRIPT),
+                renew: redis::Script::new(RENEW_SCRIPT),
+                release: redis::Script::new(RELEASE_SCRIPT),
+                heartbeat: redis::Script::new(HEARTBEAT_SCRIPT),
+                leave: redis::Script::new(LEAVE_SCRIPT),
+            },
             stats: Default::default(),
         })
     }
 
     /// Counts into `stats` (shared with the other workers of the process) from now on.
-    pub fn with_stats(mut self, stats: std::sync::Arc<WorkerStats>) -> Self {
+    pub fn with_stats(mut self, stats: Arc<WorkerStats>) -> Self {
         self.stats = stats;
         self
     }
 
-    /// Creates the consumer group (and the stream) if absent.
-    pub async fn ensure_group(&mut self) -> anyhow::Result<()> {
-        let created: redis::RedisResult<()> = self
-            .writer
-            .xgroup_create_mkstream(&self.stream, &self.group, "0")
-            .await;
-        match created {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e).context("cannot create the consumer group"),
-        }
+    /// The partitions this worker owns now, by number.
+    pub fn owned_partitions(&self) -> Vec<usize> {
+        self.owned.keys().copied().collect()
     }
 
-    /// One step: this consumer's own pending entries first (after a failure), else what dead consumers
-    /// left, else new entries; process and ack them. A failed step leaves its entries pending; the next
-    /// step reconnects and resumes them.
+    /// Creates the consumer group (and the stream) of every partition, where absent.
+    pub async fn ensure_group(&mut self) -> anyhow::Result<()> {
+        let mut pipe = redis::pipe();
+        for stream in self.partitions.streams() {
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(&self.group)
+                .arg("0")
+                .arg("MKSTREAM");
+        }
+        let results: Vec<redis::RedisResult<Value>> =
+            pipe.ignore_errors().query_async(&mut self.writer).await?;
+        for result in results {
+            match result {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e).context("cannot create the consumer group"),
+            }
+        }
+        Ok(())
+    }
+
+    /// One step: renew the leases and take or give partitions when due; rebuild what must be; then
+    /// this consumer's own pending entries (after a takeover or a failure), else what stalled
+    /// consumers left, else new entries; process and commit them. A failed step leaves its entries
+    /// pending; the next step reconnects, rebuilds and resumes them.
     pub async fn process_batch(&mut self) -> anyhow::Result<Outcome> {
         if self.reader_broken {
             self.reader = self
@@ -257,100 +415,143 @@ impl Worker {
         }
         if result.is_err() {
             self.reader_broken = true;
-            self.resume_pending = true;
-            self.cache.clear();
+            // Whatever was under way may have reached the windows and not Redis: rebuild them all.
+            for owned in self.owned.values_mut() {
+                owned.rebuild = true;
+            }
+            // And look at the leases again at once: Redis may have been away longer than them.
+            self.last_maintenance = None;
         }
         result
     }
 
     async fn step(&mut self) -> anyhow::Result<Outcome> {
-        if self.resume_pending {
+        let renew_every = Duration::from_millis(self.lease_ms / 3);
+        let every = if self.owned.len() < self.share {
+            POLL_UNDER_SHARE.min(renew_every)
+        } else {
+            renew_every
+        };
+        let due = self.last_maintenance.is_none_or(|t| t.elapsed() >= every);
+        if due {
+            self.maintain().await?;
+        }
+        let mut outcome = Outcome::Empty;
+        let rebuild: Vec<usize> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.rebuild)
+            .map(|(&p, _)| p)
+            .collect();
+        for p in rebuild {
+            outcome = outcome.and(self.adopt(p).await?);
+        }
+        if self.owned.is_empty() {
+            // Nothing to read: wait for the next look at the partitions.
+            tokio::time::sleep(POLL_UNDER_SHARE.min(Duration::from_millis(self.lease_ms / 3))).await;
+            return Ok(outcome);
+        }
+
+        // This consumer's own pending entries first: read before and never committed.
+        let resuming: Vec<usize> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.resume_pending)
+            .map(|(&p, _)| p)
+            .collect();
+        if !resuming.is_empty() {
             let reply: Value = self
-                .read_group("0", None)
+                .read_group(&resuming, "0", None)
                 .query_async(&mut self.reader)
                 .await
                 .context("XREADGROUP 0 failed")?;
-            let own = read_reply_entries(&reply)?;
-            if own.is_empty() {
-                self.resume_pending = false;
-            } else {
-                tracing::info!(worker = %self.name, entries = own.len(), "resuming entries read before and never acked");
-                return self.process(&own).await;
+            let streams = read_reply_streams(&reply)?;
+            let mut any = false;
+            for &p in &resuming {
+                let stream = &self.owned[&p].stream;
+                let entries = streams
+                    .iter()
+                    .find(|(s, _)| s == stream)
+                    .map(|(_, e)| e.as_slice())
+                    .unwrap_or(&[]);
+                if entries.is_empty() {
+                    self.owned.get_mut(&p).expect("owned").resume_pending = false;
+                } else {
+                    any = true;
+                    tracing::info!(worker = %self.name, partition = p, entries = entries.len(), "resuming entries read before and never committed");
+                    outcome = outcome.and(self.process(p, entries).await?);
+                }
+            }
+            if any {
+                return Ok(outcome);
             }
         }
-        // Looking for a dead consumer's entries costs a command: do it a few times per idle period only.
+
+        // Entries left pending in an owned partition by a consumer that stalled (a former owner that
+        // read after its lease ran out): a few looks per idle period.
         let claim_every = Duration::from_millis(self.claim_idle_ms / 4);
-        let claim_reply = if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
-            self.last_claim = Some(std::time::Instant::now());
-            redis::cmd("XAUTOCLAIM")
-                .arg(&self.stream)
-                .arg(&self.group)
-                .arg(&self.name)
-                .arg(self.claim_idle_ms)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(self.batch_size)
-                .query_async(&mut self.reader)
-                .await
-                .context("XAUTOCLAIM failed")?
-        } else {
-            Value::Nil
-        };
-        let (claimed, deleted) = autoclaim_reply_entries(&claim_reply)?;
-        // Pending entries the stream no longer has (trimmed before their consumer acked them): Redis
-        // 7 lists them apart and drops them from the pending list itself. Nothing is left to process:
-        // count them as lost, group-wide.
-        let trimmed = deleted;
-        if trimmed > 0 {
-            tracing::warn!(worker = %self.name, trimmed, "pending entries were trimmed from the stream before they were processed: lost");
-            let _: i64 = self
-                .writer
-                .hincr(trimmed_key(&self.stream), pending_field(&self.group), trimmed)
-                .await
-                .context("counting trimmed entries failed")?;
-        }
-        let read_reply: Value;
-        let (entries, claimed) = if claimed.is_empty() {
-            read_reply = self
-                .read_group(">", Some(self.block_ms))
-                .query_async(&mut self.reader)
-                .await
-                .context("XREADGROUP failed")?;
-            (read_reply_entries(&read_reply)?, 0)
-        } else {
-            let n = claimed.len();
-            tracing::info!(worker = %self.name, claimed = n, "claimed entries left pending by another consumer");
-            (claimed, n)
-        };
-        if entries.is_empty() {
-            return Ok(if trimmed > 0 {
-                Outcome::Processed {
-                    entries: 0,
-                    duplicates: 0,
-                    unreadable: 0,
-                    claimed: 0,
-                    trimmed,
+        if self.last_claim.is_none_or(|t| t.elapsed() >= claim_every) {
+            self.last_claim = Some(Instant::now());
+            let owned: Vec<usize> = self.owned.keys().copied().collect();
+            let mut claimed_any = false;
+            for p in owned {
+                let reply: Value = redis::cmd("XAUTOCLAIM")
+                    .arg(&self.owned[&p].stream)
+                    .arg(&self.group)
+                    .arg(&self.name)
+                    .arg(self.claim_idle_ms)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(self.batch_size)
+                    .query_async(&mut self.reader)
+                    .await
+                    .context("XAUTOCLAIM failed")?;
+                let (claimed, deleted) = autoclaim_reply_entries(&reply)?;
+                if deleted > 0 {
+                    self.count_trimmed(p, deleted).await?;
+                    outcome = outcome.and(Outcome::claims(0, deleted));
                 }
-            } else {
-                Outcome::Empty
-            });
+                if !claimed.is_empty() {
+                    claimed_any = true;
+                    tracing::info!(worker = %self.name, partition = p, claimed = claimed.len(), "claimed entries left pending by another consumer");
+                    let done = self.process(p, &claimed).await?;
+                    outcome = outcome.and(done).and(Outcome::claims(claimed.len(), 0));
+                }
+            }
+            if claimed_any {
+                return Ok(outcome);
+            }
         }
-        let mut outcome = self.process(&entries).await?;
-        if let Outcome::Processed {
-            claimed: c,
-            trimmed: t,
-            ..
-        } = &mut outcome
-        {
-            *c = claimed;
-            *t += trimmed;
+
+        // New entries, from every owned partition at once.
+        let owned: Vec<usize> = self.owned.keys().copied().collect();
+        // (Without blocking if this step did something already: its outcome is due.)
+        let block = (outcome == Outcome::Empty).then(|| self.block_ms.min(self.lease_ms / 3));
+        let reply: Value = self
+            .read_group(&owned, ">", block)
+            .query_async(&mut self.reader)
+            .await
+            .context("XREADGROUP failed")?;
+        let streams = read_reply_streams(&reply)?;
+        for (stream, entries) in &streams {
+            if entries.is_empty() {
+                continue;
+            }
+            // (A partition lost while committing another of this read is no longer in `owned`.)
+            let Some(&p) = owned
+                .iter()
+                .find(|&&p| self.owned.get(&p).is_some_and(|o| o.stream == *stream))
+            else {
+                continue;
+            };
+            outcome = outcome.and(self.process(p, entries).await?);
         }
         Ok(outcome)
     }
 
-    /// `XREADGROUP GROUP <group> <name> COUNT <batch> [BLOCK <ms>] STREAMS <stream> <from>`: read as a
-    /// raw [`Value`] and walked by [`read_reply_entries`], borrowing.
-    fn read_group(&self, from: &str, block_ms: Option<usize>) -> redis::Cmd {
+    /// `XREADGROUP GROUP <group> <name> COUNT <batch> [BLOCK <ms>] STREAMS <partitions…> <from…>`:
+    /// read as a raw [`Value`] and walked by [`read_reply_streams`], borrowing.
+    fn read_group(&self, partitions: &[usize], from: &str, block_ms: Option<u64>) -> redis::Cmd {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
@@ -360,20 +561,40 @@ impl Worker {
         if let Some(ms) = block_ms {
             cmd.arg("BLOCK").arg(ms);
         }
-        cmd.arg("STREAMS").arg(&self.stream).arg(from);
+        cmd.arg("STREAMS");
+        for p in partitions {
+            cmd.arg(&self.owned[p].stream);
+        }
+        for _ in partitions {
+            cmd.arg(from);
+        }
         cmd
     }
 
-    /// Aggregates, stores, announces and acks `entries`.
+    /// Adds `count` entries of partition `p`, found trimmed while pending, to the group's lost count.
+    async fn count_trimmed(&mut self, p: usize, count: usize) -> anyhow::Result<()> {
+        tracing::warn!(worker = %self.name, partition = p, trimmed = count, "pending entries were trimmed from the stream before they were processed: lost");
+        let _: i64 = redis::cmd("HINCRBY")
+            .arg(&self.owned[&p].trimmed)
+            .arg(crate::store::pending_field(&self.group))
+            .arg(count)
+            .query_async(&mut self.writer)
+            .await
+            .context("counting trimmed entries failed")?;
+        Ok(())
+    }
+
+    /// Aggregates, stores, announces and acks `entries` of partition `p`, in one script
+    /// ([`COMMIT_SCRIPT`]).
     ///
     /// An entry without fields is one this consumer read before and that was trimmed from the stream
     /// since (`XREADGROUP … 0` returns its id with no data): it is acked, so that it stops blocking the
     /// consumer's pending list, and counted as lost.
-    async fn process(&mut self, entries: &[Entry<'_>]) -> anyhow::Result<Outcome> {
+    async fn process(&mut self, p: usize, entries: &[Entry<'_>]) -> anyhow::Result<Outcome> {
         let (gone, entries): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| e.fields.is_empty());
         let trimmed = gone.len();
         if trimmed > 0 {
-            tracing::warn!(worker = %self.name, trimmed, "entries read before were trimmed from the stream before they were processed: lost");
+            tracing::warn!(worker = %self.name, partition = p, trimmed, "entries read before were trimmed from the stream before they were processed: lost");
         }
         // Read every entry back into a metric; group them by server, keeping their order.
         let mut unreadable = 0;
@@ -382,14 +603,10 @@ impl Worker {
         for entry in &entries {
             match system1::from_stream_fields(entry.field_pairs()) {
                 Ok(metric) => {
-                    let i = match index.get(&metric.server_id) {
-                        Some(&i) => i,
-                        None => {
-                            index.insert(metric.server_id.clone(), by_server.len());
-                            by_server.push((metric.server_id.clone(), Vec::new()));
-                            by_server.len() - 1
-                        }
-                    };
+                    let i = *index.entry(metric.server_id.clone()).or_insert_with(|| {
+                        by_server.push((metric.server_id.clone(), Vec::new()));
+                        by_server.len() - 1
+                    });
                     by_server[i].1.push((entry.id, metric));
                 }
                 Err(e) => {
@@ -398,213 +615,138 @@ impl Worker {
                 }
             }
         }
-        // Which cached views are still the truth: one round trip for the versions.
-        let mut versions = redis::pipe();
-        for (server, _) in &by_server {
-            versions.get(version_key(server)).zcard(samples_key(server));
-        }
-        // (An empty pipeline is an error in redis-rs: a batch of only trimmed entries has no servers.)
-        let states: Vec<(Option<i64>, usize)> = if by_server.is_empty() {
-            Vec::new()
-        } else {
-            versions
-                .query_async(&mut self.writer)
-                .await
-                .context("reading versions failed")?
-        };
-        if self.cache.len() > CACHE_MAX_SERVERS {
-            self.cache.clear();
-        }
-        for ((server, _), (version, count)) in by_server.iter().zip(states) {
-            self.refresh(server, version.unwrap_or(0), count).await?;
-        }
 
-        let mut writes = redis::pipe();
-        writes.atomic();
+        let owned = self.owned.get_mut(&p).expect("processing an owned partition");
         let mut duplicates = 0;
-        let mut touched: Vec<&str> = Vec::new();
-        let mut event = Vec::new();
-        let mut announce = redis::cmd("EVAL");
-        announce
-            .arg(ANNOUNCE_SCRIPT)
-            .arg(2)
-            .arg(&self.processed)
-            .arg(processed_count_key(&self.processed))
-            .arg(&self.channel)
-            .arg(self.processed_maxlen);
-        let mut announced = 0;
+        let mut events: Vec<Vec<u8>> = Vec::new();
+        let mut snapshots: Vec<(String, [String; 6])> = Vec::new();
+        let now = Instant::now();
         for (server, metrics) in &by_server {
-            let cached = self.cache.get_mut(server).expect("refreshed above");
-            let (windows, known) = (&mut cached.windows, &mut cached.known);
-            let mut new_members: Vec<(f64, String)> = Vec::new();
-            // This server's metrics not seen before, in order: each is announced.
+            let state = owned
+                .servers
+                .entry(server.clone())
+                .or_insert_with(|| ServerState {
+                    windows: ServerWindows::new(&self.spec, self.capacity)
+                        .expect("the spec was checked at start"),
+                    known: Known::new(2 * self.capacity),
+                    last_seen: now,
+                });
+            state.last_seen = now;
+            // This server's metrics not counted before, in order: each is announced.
             let mut fresh: Vec<(&str, &Metric)> = Vec::with_capacity(metrics.len());
-            let mut identities = Vec::with_capacity(metrics.len());
             for (id, metric) in metrics {
                 let Some(identity) = Identity::of(metric, id) else {
                     unreadable += 1;
                     tracing::warn!(entry = %id, "stream entry id is not <ms>-<seq>: acking it so it is not retried forever");
                     continue;
                 };
-                if !known.insert(identity) {
+                if !state.known.insert(identity) {
                     duplicates += 1;
+                    tracing::debug!(entry = %id, %identity, "a metric counted already (re-sent): acked, not counted again");
                     continue;
                 }
                 fresh.push((id, metric));
-                identities.push(identity);
             }
-            // All at once: when another worker's newer samples came in first, every one of these is
-            // late, and adding them one by one would rebuild the min/max bookkeeping for each.
-            let mut added = Vec::with_capacity(fresh.len());
-            windows.add_all(fresh.iter().map(|(_, m)| (m.timestamp, &m.metrics)), |a| {
-                added.push(a)
-            });
-            for (((_, metric), identity), added) in fresh.iter().zip(&identities).zip(added) {
-                if added != Added::Stale {
-                    new_members.push((metric.timestamp, encode_member(identity, metric)));
-                }
+            if fresh.is_empty() {
+                continue;
             }
+            // All at once: late metrics among them would otherwise rebuild the min/max bookkeeping
+            // for each.
+            state
+                .windows
+                .add_all(fresh.iter().map(|(_, m)| (m.timestamp, &m.metrics)), |_| {});
             // One `metric.processed` event per metric, so that every metric (and its seq) reaches the
             // dashboards; the windows, the server's state after the batch, ride on the last one only:
             // computing and writing 45 numbers for every metric cost more than all the rest.
-            let summaries = (!fresh.is_empty()).then(|| windows.summaries());
+            let summaries = state.windows.summaries();
             for (i, (id, metric)) in fresh.iter().enumerate() {
-                let with_windows = (i + 1 == fresh.len()).then_some(()).and(summaries.as_ref());
-                event.clear();
+                let with_windows = (i + 1 == fresh.len()).then_some(&summaries);
+                let mut event = Vec::with_capacity(256);
                 write_processed(&mut event, id, metric, with_windows);
-                announce.arg(event.as_slice());
-                announced += 1;
+                events.push(event);
             }
-            let last = fresh.last().zip(summaries.as_ref());
-            let key = samples_key(server);
-            if !new_members.is_empty() {
-                touched.push(server);
-                writes.zadd_multiple(&key, &new_members).ignore();
-                writes.incr(version_key(server), 1);
-                // Keep the newest `capacity` samples, and none older than every window.
-                writes
-                    .zremrangebyrank(&key, 0, -(self.capacity as isize) - 1)
-                    .ignore();
-                if let Some(newest) = windows.newest() {
-                    let oldest_useful = newest - *self.spec.lengths_ms().last().unwrap_or(&0) as f64;
-                    writes
-                        .cmd("ZREMRANGEBYSCORE")
-                        .arg(&key)
-                        .arg("-inf")
-                        .arg(format!("({oldest_useful}"))
-                        .ignore();
-                }
-            }
-            if let Some(((id, metric), summaries)) = last {
-                let fields = [
-                    (latest::SERVER_ID, metric.server_id.clone()),
-                    (latest::TIMESTAMP, metric.timestamp.to_string()),
-                    (
-                        latest::METRICS,
-                        serde_json::to_string(&metric.metrics).expect("readings serialize"),
-                    ),
-                    (latest::SEQ, metric.seq.map(|s| s.to_string()).unwrap_or_default()),
-                    (latest::ENTRY_ID, (*id).to_owned()),
-                    (
-                        latest::WINDOWS,
-                        serde_json::to_string(&summaries).expect("windows serialize"),
-                    ),
-                ];
-                writes.hset_multiple(latest_key(server), &fields).ignore();
-            }
+            let (id, metric) = fresh.last().expect("not empty");
+            snapshots.push((
+                latest_key(server),
+                [
+                    metric.server_id.clone(),
+                    metric.timestamp.to_string(),
+                    serde_json::to_string(&metric.metrics).expect("readings serialize"),
+                    metric.seq.map(|s| s.to_string()).unwrap_or_default(),
+                    (*id).to_owned(),
+                    serde_json::to_string(&summaries).expect("windows serialize"),
+                ],
+            ));
         }
-        if announced > 0 {
-            writes.add_command(announce).ignore();
+        debug_assert_eq!(
+            [
+                latest::SERVER_ID,
+                latest::TIMESTAMP,
+                latest::METRICS,
+                latest::SEQ,
+                latest::ENTRY_ID,
+                latest::WINDOWS
+            ]
+            .len(),
+            6
+        );
+
+        let mut commit = self.scripts.commit.prepare_invoke();
+        commit
+            .key(&owned.lease)
+            .key(&owned.stream)
+            .key(&owned.trimmed)
+            .key(&self.processed)
+            .key(processed_count_key(&self.processed));
+        for (key, _) in &snapshots {
+            commit.key(key);
         }
         let ids: Vec<&str> = entries.iter().chain(&gone).map(|e| e.id).collect();
-        writes.xack(&self.stream, &self.group, &ids).ignore();
-        if trimmed > 0 {
-            writes
-                .hincr(trimmed_key(&self.stream), pending_field(&self.group), trimmed)
-                .ignore();
+        commit
+            .arg(&self.name)
+            .arg(self.lease_ms)
+            .arg(&self.group)
+            .arg(&self.channel)
+            .arg(self.processed_maxlen)
+            .arg(trimmed)
+            .arg(ids.len())
+            .arg(events.len());
+        for id in &ids {
+            commit.arg(*id);
         }
-        let new_versions: Vec<i64> = match writes.query_async(&mut self.writer).await {
-            Ok(v) => v,
-            Err(e) => {
-                // The cached views now hold metrics that were not stored: forget them.
-                self.cache.clear();
-                return Err(e).context("writing the batch failed");
+        for event in &events {
+            commit.arg(event.as_slice());
+        }
+        for (_, fields) in &snapshots {
+            for field in fields {
+                commit.arg(field);
             }
-        };
-        for (server, version) in touched.iter().zip(new_versions) {
-            let cached = self.cache.get_mut(*server).expect("cached above");
-            // If another worker wrote in between, the versions differ by more than one: the next batch
-            // of this server notices the mismatch and catches up.
-            cached.version = if version == cached.version + 1 {
-                version
-            } else {
-                -1
-            };
         }
-        Ok(Outcome::Processed {
-            entries: entries.len(),
-            duplicates,
-            unreadable,
-            claimed: 0,
-            trimmed,
-        })
+        let result: redis::RedisResult<usize> = commit.invoke_async(&mut self.writer).await;
+        match result {
+            Ok(_) => Ok(Outcome::Processed {
+                entries: entries.len(),
+                duplicates,
+                unreadable,
+                claimed: 0,
+                trimmed,
+            }),
+            Err(e) if e.code() == Some("LEASE") => {
+                // Another worker owns the partition now (this one stalled past its lease): nothing
+                // was written; the new owner processes these entries. Forget the partition.
+                self.owned.remove(&p);
+                self.stats.leases_lost.inc();
+                tracing::warn!(worker = %self.name, partition = p, "lost the partition's lease before committing: its new owner redoes the batch");
+                Ok(Outcome::Empty)
+            }
+            Err(e) => Err(e).context("committing the batch failed"),
+        }
     }
 
-    /// Makes the cached view of `server` match its samples in Redis (`version`, `count` members).
-    ///
-    /// Same version: nothing to do. Otherwise another worker wrote: fetch only the samples newer than
-    /// the newest we have, and if the count still differs (someone inserted an older, late sample, or
-    /// this worker never saw the server), rebuild the view from all of them.
-    async fn refresh(&mut self, server: &str, version: i64, count: usize) -> anyhow::Result<()> {
-        if self
-            .cache
-            .get(server)
-            .is_some_and(|c| c.version == version && c.windows.len() == count)
-        {
-            return Ok(());
-        }
-        let key = samples_key(server);
-        if let Some(cached) = self.cache.get_mut(server)
-            && let Some(newest) = cached.windows.newest()
-        {
-            let newer: Vec<(String, f64)> = self
-                .writer
-                .zrangebyscore_withscores(&key, format!("({newest}"), "+inf")
-                .await?;
-            for (member, score) in &newer {
-                if let Some((identity, readings)) = decode_member(member)
-                    && cached.known.insert(identity)
-                {
-                    cached.windows.add(*score, &readings);
-                }
-            }
-            if cached.windows.len() == count {
-                cached.version = version;
-                return Ok(());
-            }
-        }
-        let samples: Vec<(String, f64)> = self.writer.zrange_withscores(&key, 0, -1).await?;
-        let mut windows = ServerWindows::new(&self.spec, self.capacity)?;
-        let mut known = HashSet::with_capacity(samples.len());
-        for (member, score) in &samples {
-            if let Some((identity, readings)) = decode_member(member) {
-                windows.add(*score, &readings);
-                known.insert(identity);
-            }
-        }
-        self.cache.insert(
-            server.to_owned(),
-            Cached {
-                windows,
-                known,
-                version,
-            },
-        );
-        Ok(())
-    }
-
-    /// Processes batches until `shutdown`; a batch under way is finished and acked first. Errors (Redis
-    /// gone) are logged and retried with a backoff: the entries stay pending and are processed later.
+    /// Processes batches until `shutdown`; a batch under way is finished and committed first. Errors
+    /// (Redis gone) are logged and retried with a backoff: the entries stay pending and are processed
+    /// later. On the way out, the worker gives its partitions back, so that the others take them at
+    /// once rather than when the leases lapse.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let mut group_ready = false;
@@ -618,7 +760,11 @@ impl Worker {
                 }
             }
             let result = if group_ready {
-                self.process_batch().await
+                tokio::select! {
+                    result = self.process_batch() => result,
+                    // Only a worker that owns nothing waits here without Redis: the step sleeps.
+                    _ = shutdown.cancelled(), if self.owned.is_empty() => break,
+                }
             } else {
                 Err(anyhow::anyhow!("no group yet"))
             };
@@ -644,6 +790,7 @@ impl Worker {
                 }
             }
         }
+        self.leave().await;
         tracing::info!(worker = %self.name, "worker stopped");
     }
 }

@@ -9,8 +9,44 @@ use system1_http::api::IngestApi;
 use system1_http::config::{Cli, Role};
 use tokio::sync::oneshot;
 
-/// The default stream and group.
+/// The default stream (cut into [`PARTITIONS`] partitions) and group.
 pub const STREAM: &str = "metrics:stream";
+/// The default number of partitions.
+pub const PARTITIONS: u16 = system1_http::store::DEFAULT_PARTITIONS;
+
+/// The default partitions of the default stream.
+pub fn partitions() -> system1_http::store::Partitions {
+    system1_http::store::Partitions::new(STREAM, PARTITIONS)
+}
+
+/// The stream (partition) a server's metrics go to, by default.
+pub fn stream_of(server: &str) -> String {
+    let p = partitions();
+    p.stream(p.of(server))
+}
+
+/// Every entry of every partition, in the order of their ids (the order they were appended in).
+pub fn entries(redis: &RedisServer) -> redis::streams::StreamRangeReply {
+    let mut all = redis::streams::StreamRangeReply::default();
+    for stream in partitions().streams() {
+        let reply: redis::streams::StreamRangeReply = redis.connection().xrange_all(&stream).unwrap();
+        all.ids.extend(reply.ids);
+    }
+    all.ids.sort_by_key(|e| {
+        let (ms, seq) = e.id.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    });
+    all
+}
+
+/// Entries in all the partitions together.
+pub fn stream_len(redis: &RedisServer) -> usize {
+    partitions()
+        .streams()
+        .iter()
+        .map(|s| redis.connection().xlen::<_, usize>(s).unwrap_or(0))
+        .sum()
+}
 /// The default consumer group.
 pub const GROUP: &str = "metrics-workers";
 
@@ -37,21 +73,34 @@ pub fn api_cli(redis: &RedisServer, extra: &[&str]) -> Cli {
     cli(redis, &args)
 }
 
-/// A consumer reads `count` new entries and never acks them: they stay pending with it, as with a
-/// consumer that died mid-batch.
-pub fn read_without_ack(redis: &RedisServer, consumer: &str, count: usize) {
+/// A consumer reads `count` new entries of `stream` and never acks them: they stay pending with it, as
+/// with a consumer that died mid-batch.
+pub fn read_without_ack_from(redis: &RedisServer, stream: &str, consumer: &str, count: usize) {
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg(&["GROUP", GROUP, consumer, "COUNT"])
         .arg(count)
-        .arg(&["STREAMS", STREAM, ">"])
+        .arg(&["STREAMS", stream, ">"])
         .query(&mut redis.connection())
         .unwrap();
 }
 
-/// Entries pending in the group.
+/// [`read_without_ack_from`] the single stream of `--partitions 1`.
+pub fn read_without_ack(redis: &RedisServer, consumer: &str, count: usize) {
+    read_without_ack_from(redis, STREAM, consumer, count)
+}
+
+/// Entries pending in the group, in every partition (and in the single stream of `--partitions 1`).
 pub fn pending(redis: &RedisServer) -> usize {
-    let reply: redis::streams::StreamPendingReply = redis.connection().xpending(STREAM, GROUP).unwrap();
-    reply.count()
+    let mut streams = partitions().streams();
+    streams.push(STREAM.to_owned());
+    streams
+        .iter()
+        .map(|s| {
+            let reply: redis::RedisResult<redis::streams::StreamPendingReply> =
+                redis.connection().xpending(s, GROUP);
+            reply.map(|r| r.count()).unwrap_or(0)
+        })
+        .sum()
 }
 
 /// An API running in this process on free ports; stops when dropped.
