@@ -70,11 +70,7 @@ impl Server {
     /// Binds the configured address; fails for a port in use.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let address = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(address).await.with_context(|| {
-            format!(
-                "cannot listen on {address} (is the port in use? change it with --port or DASHBOARD_PORT)"
-            )
-        })?;
+        let listener = lab_ops::listen(address, "--port or DASHBOARD_PORT").await?;
         // No timeout of the client's own: each relay is bounded as a whole (connect, answer, body)
         // by `--relay-timeout-ms` in `relay::fetch`, which says so in its error.
         let client = reqwest::Client::builder()

@@ -11,9 +11,10 @@
 //! | [`metric`] | the metric model, its fast deserializer and its diagnosing walker |
 //! | [`problem`] | [`Problem`] (path + message) and the field rules both parse paths share |
 //! | [`parse`] | the entry points from bytes: size and depth checks, fast path, full diagnosis |
-//! | [`wire`] | every other message of `shared/protocol.md`, for System 1 and System 2 |
+//! | [`wire`] | every other message of `docs/protocol.md`, for System 1 and System 2, and the servers' fast writers of them |
 //! | [`aggregate`] | per-server sliding windows, O(1) per sample |
 //! | [`outbox`] | a dashboard's bounded outgoing queue and the slow-dashboard policy both systems apply |
+//! | [`delivery`] | the one dashboard delivery loop both systems run: heartbeat, slow check, feed/flush, write stalls |
 //! | [`report`] | what a load run measured: the agents' report, read by `lab up`, `lab run` and the benchmarks |
 //! | [`duration`] | `30s`, `500ms`, `2m`: the one duration parser of every flag and scenario file |
 //! | [`logging`] | pino/bunyan JSON logs or human logs, and the `--log-level` flag |
@@ -24,6 +25,7 @@
 //! → [`aggregate::ServerWindows::add`] → [`aggregate::WindowSummaries`] → [`wire`] messages out.
 
 pub mod aggregate;
+pub mod delivery;
 pub mod duration;
 pub mod limits;
 pub mod logging;

@@ -289,3 +289,53 @@ proptest! {
         prop_assert_eq!(all_at_once.summaries(), one_by_one.summaries());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The servers' fast writers (`lab_core::wire`) write, for every valid metric, the very bytes serde
+    /// writes for the protocol's typed messages.
+    #[test]
+    fn the_fast_writers_write_what_serde_writes(m in valid_metric(), entry in "[0-9]{1,13}-[0-9]{1,3}") {
+        use lab_core::wire::{system1, system2};
+        let mut buffer = Vec::new();
+        let readings = system1::write_ingested_payload(&m, &mut buffer);
+        let payload = String::from_utf8(buffer.clone()).unwrap();
+        prop_assert_eq!(&payload, &serde_json::to_string(&m).unwrap());
+        let field = serde_json::to_string(&m.metrics).unwrap();
+        prop_assert_eq!(&buffer[readings], field.as_bytes());
+        let ingested = system1::Event::Ingested { entry_id: entry.clone(), payload: m.clone() };
+        prop_assert_eq!(system1::ingested_event(&entry, &payload), serde_json::to_string(&ingested).unwrap());
+
+        let mut windows = ServerWindows::new(&WindowSpec::default(), 10).unwrap();
+        windows.add(m.timestamp, &m.metrics);
+        let summaries = windows.summaries();
+        let mut processed = Vec::new();
+        system1::write_processed(&mut processed, &entry, &m, Some(&summaries));
+        let typed = system1::Event::Processed {
+            entry_id: entry.clone(),
+            payload: system1::Processed {
+                server_id: m.server_id.clone(),
+                timestamp: m.timestamp,
+                metrics: m.metrics.clone(),
+                seq: m.seq,
+                windows: Some(summaries.clone()),
+            },
+        };
+        prop_assert_eq!(processed, serde_json::to_vec(&typed).unwrap());
+
+        let fast = system2::UpdatePayloadRef { server_id: &m.server_id, timestamp: m.timestamp, windows: &summaries, seq: m.seq };
+        let owned = system2::UpdatePayload {
+            server_id: m.server_id.clone(),
+            timestamp: m.timestamp,
+            windows: summaries.clone(),
+            seq: m.seq,
+            coalesced: None,
+            first_seq: None,
+            last_seq: None,
+        };
+        prop_assert_eq!(fast.to_json(), serde_json::to_string(&owned).unwrap());
+        let ack = system2::ServerFrame::MetricAck { server_id: m.server_id.clone(), seq: m.seq };
+        prop_assert_eq!(system2::metric_ack_json(&m.server_id, m.seq), ack.to_json());
+    }
+}

@@ -24,7 +24,6 @@
 //! **TLS (optional).** With `--tls-cert`/`--tls-key` or `--tls-self-signed`, both ports speak TLS only,
 //! and clients choose HTTP/2 or HTTP/1.1 by ALPN, as browsers need: see [`tls`].
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,10 +39,10 @@ use lab_core::ParseError;
 use lab_core::limits::MAX_MESSAGE_BYTES;
 use lab_core::parse::{check_not_future, parse_metrics_body};
 use lab_core::wire::system1::{ErrorBody, Healthz, InvalidPayload};
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -174,9 +173,15 @@ fn too_large(parts: &axum::http::request::Parts, outcome: Oversize) -> Response 
 struct ApiStats {
     registry: Registry,
     accepted: Counter,
-    invalid: Counter,
-    redis_errors: Counter,
-    shed: Counter,
+    /// Requests refused as invalid (400, 413, 415): counted and logged in one call, since a client
+    /// that sends nothing but bad requests is otherwise invisible in the log.
+    invalid: lab_ops::Noted,
+    /// Requests answered 503 because Redis failed: counted and logged in one call, rate-limited, since
+    /// while Redis is away every request fails the same way.
+    redis_errors: lab_ops::Noted,
+    /// Requests answered 503 because `--max-in-flight` were already waiting (load shed): counted and
+    /// logged in one call.
+    shed: lab_ops::Noted,
     /// Oversize bodies, by how they were handled.
     oversize: OversizeStats,
     /// The group commits.
@@ -259,9 +264,9 @@ impl ApiStats {
         ApiStats {
             registry,
             accepted,
-            invalid,
-            redis_errors,
-            shed,
+            invalid: lab_ops::Noted::new(invalid),
+            redis_errors: lab_ops::Noted::new(redis_errors),
+            shed: lab_ops::Noted::new(shed),
             oversize,
             commits,
             tls_handshakes_failed,
@@ -318,10 +323,7 @@ impl IngestApi {
             (api.http2_port, "--http2-port / SYSTEM1_HTTP2_PORT"),
         ] {
             let address = std::net::SocketAddr::new(api.host, port);
-            let listener = TcpListener::bind(address).await.with_context(|| {
-                format!("cannot listen on {address} (is the port in use? change it with {flag})")
-            })?;
-            listeners.push(listener);
+            listeners.push(lab_ops::listen(address, flag).await?);
         }
         if let Some(tls) = &mut tls {
             let port = listeners[0].local_addr()?.port();
@@ -484,11 +486,9 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     if !is_json(headers) {
-        state.stats.invalid.inc();
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        );
+        const MESSAGE: &str = "Content-Type must be application/json";
+        state.stats.invalid.note("request refused (415)", &MESSAGE);
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, MESSAGE);
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -497,7 +497,10 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
     let bytes = match read_body(&parts, body, declared).await {
         Ok(bytes) => bytes,
         Err(refusal) => {
-            state.stats.invalid.inc();
+            state.stats.invalid.note(
+                "request refused (413)",
+                &format_args!("body over {MAX_MESSAGE_BYTES} bytes ({refusal:?})"),
+            );
             state.stats.oversize.record(refusal);
             return too_large(&parts, refusal);
         }
@@ -505,19 +508,20 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
     let metrics = match parse_metrics_body(&bytes) {
         Ok(metrics) => metrics,
         Err(e) => {
-            state.stats.invalid.inc();
+            state.stats.invalid.note("request refused (400)", &e);
             return invalid(e);
         }
     };
     let batch_base =
         (metrics.len() > 1 || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')).then_some("");
     if let Err(e) = check_not_future(&metrics, lab_core::now_ms(), state.skew_ms, batch_base) {
-        state.stats.invalid.inc();
+        state.stats.invalid.note("request refused (400, clock)", &e);
         return invalid(e);
     }
     let Ok(_permit) = state.in_flight.try_acquire() else {
-        state.stats.shed.inc();
-        return unavailable("too many requests are waiting for Redis; retry later");
+        const MESSAGE: &str = "too many requests are waiting for Redis; retry later";
+        state.stats.shed.note("request shed (503)", &MESSAGE);
+        return unavailable(MESSAGE);
     };
     match state.commit.commit(&metrics).await {
         Ok(ids) => {
@@ -529,55 +533,25 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
             if matches!(e, commit::CommitError::Redis(_)) {
                 state.redis_ok.store(false, Ordering::Relaxed);
             }
-            state.stats.redis_errors.inc();
-            tracing::warn!(error = %e, "the metrics are not durable: answering 503");
+            state
+                .stats
+                .redis_errors
+                .note("the metrics are not durable: answering 503", &e);
             unavailable(format!("{e}; nothing was acked, retry later"))
         }
     }
 }
 
-/// Writes `metric`'s JSON into `buffer` (cleared first), byte for byte what `serde_json::to_string`
-/// writes: the `metric.ingested` payload. Returns where the readings (`"metrics":` value) sit in it,
-/// which is the stream entry's `metrics` field ([`lab_core::wire::system1::to_stream_fields`] writes the same bytes).
-pub(crate) fn ingested_payload(metric: &lab_core::Metric, buffer: &mut Vec<u8>) -> std::ops::Range<usize> {
-    const WRITE: &str = "writing JSON to a Vec cannot fail";
-    buffer.clear();
-    buffer.extend_from_slice(b"{\"serverId\":");
-    serde_json::to_writer(&mut *buffer, &metric.server_id).expect(WRITE);
-    buffer.extend_from_slice(b",\"timestamp\":");
-    serde_json::to_writer(&mut *buffer, &metric.timestamp).expect(WRITE);
-    buffer.extend_from_slice(b",\"metrics\":");
-    let start = buffer.len();
-    serde_json::to_writer(&mut *buffer, &metric.metrics).expect(WRITE);
-    let end = buffer.len();
-    if let Some(seq) = metric.seq {
-        buffer.extend_from_slice(b",\"seq\":");
-        serde_json::to_writer(&mut *buffer, &seq).expect(WRITE);
-    }
-    buffer.push(b'}');
-    start..end
-}
+/// The `metric.ingested` payload and the stream entry's `metrics` field, written once for both (the
+/// group commit's Lua call carries both): lab-core's fast writer, held byte-equal to serde there.
+pub(crate) use lab_core::wire::system1::write_ingested_payload as ingested_payload;
 
-/// The `202` body, [`lab_core::wire::system1::Accepted`] in JSON, written directly: stream ids are digits and one dash, so they
-/// need no escaping, and this skips serde's machinery and `Json`'s buffer for a few dozen bytes.
+/// The `202` body ([`lab_core::wire::system1::Accepted`], written by lab-core's fast writer).
 fn accepted(ids: &[String]) -> Response {
-    let mut body = String::with_capacity(48 + ids.len() * 24);
-    body.push_str(r#"{"status":"accepted","accepted":"#);
-    let _ = write!(body, "{}", ids.len());
-    body.push_str(r#","ids":["#);
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push('"');
-        body.push_str(id);
-        body.push('"');
-    }
-    body.push_str("]}");
     (
         StatusCode::ACCEPTED,
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
+        lab_core::wire::system1::accepted_json(ids),
     )
         .into_response()
 }
@@ -599,57 +573,114 @@ async fn healthz(State(state): State<Arc<Inner>>) -> Response {
         status: if ok { "ok" } else { "degraded" }.into(),
         redis: if ok { "ready" } else { "unavailable" }.into(),
     };
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    lab_ops::http::health(ok, body)
 }
 
-async fn monitoring(State(state): State<Arc<Inner>>) -> Json<serde_json::Value> {
+/// The API's `GET /api/monitoring` document: its counters, as `GET /metrics` shows them too.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiMonitoring<'a> {
+    /// Always `"api"`: which of System 1's roles answers (the dashboard shows all three).
+    pub role: &'static str,
+    /// `"ready"` if the last Redis call succeeded, `"unavailable"` if not.
+    pub redis: &'static str,
+    /// Metrics appended to the stream and acked `202`.
+    pub metrics_accepted: u64,
+    /// Requests refused as invalid (`400`, `413`, `415`).
+    pub requests_invalid: u64,
+    /// Requests answered `503` because Redis failed.
+    pub redis_errors: u64,
+    /// Requests answered `503` because `--max-in-flight` were already waiting.
+    pub requests_shed: u64,
+    /// Oversize bodies, by how they were handled (see [`MAX_DRAIN_BYTES`]).
+    pub requests_oversize: OversizeMonitoring,
+    /// Requests that may still start waiting for Redis before the API sheds load.
+    pub in_flight_available: usize,
+    /// The group commit's counters ([`commit`]).
+    pub group_commits: GroupCommitMonitoring,
+    /// Whether the ports speak TLS.
+    pub tls: bool,
+    /// Connections to a TLS port that never completed their handshake.
+    pub tls_handshakes_failed: u64,
+    /// The stream metrics are appended to (`--stream-key`; its partitions are `<stream>:{p0}` …).
+    pub stream: &'a str,
+    /// How many partitions the stream has.
+    pub partitions: u16,
+    /// Its cap (`--stream-maxlen`), over all partitions.
+    pub stream_max_len: u64,
+}
+
+/// `requestsOversize` of [`ApiMonitoring`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OversizeMonitoring {
+    /// Read to their end and discarded: the connection stayed open.
+    pub drained: u64,
+    /// Answered unread (over the drain bound, too slow, or `Expect: 100-continue`).
+    pub refused: u64,
+    /// Broke off while being drained.
+    pub broken: u64,
+    /// [`MAX_DRAIN_BYTES`].
+    pub max_drain_bytes: usize,
+}
+
+/// `groupCommits` of [`ApiMonitoring`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupCommitMonitoring {
+    /// Script calls to Redis.
+    pub commits: u64,
+    /// Requests they carried (divided by `commits`: the mean group size).
+    pub requests: u64,
+    /// Metrics they carried.
+    pub metrics: u64,
+    /// Calls Redis failed: every request they carried was answered `503`.
+    pub failed: u64,
+    /// Requests waiting for the next call now.
+    pub waiting: usize,
+    /// Most metrics one call carries ([`commit::MAX_GROUP_METRICS`]).
+    pub max_metrics: usize,
+}
+
+async fn monitoring(State(state): State<Arc<Inner>>) -> Response {
     let s = &state.stats;
-    Json(serde_json::json!({
-        "role": "api",
-        "redis": if state.redis_ok.load(Ordering::Relaxed) { "ready" } else { "unavailable" },
-        "metricsAccepted": s.accepted.get(),
-        "requestsInvalid": s.invalid.get(),
-        "redisErrors": s.redis_errors.get(),
-        "requestsShed": s.shed.get(),
-        "requestsOversize": {
-            "drained": s.oversize.drained.get(),
-            "refused": s.oversize.refused.get(),
-            "broken": s.oversize.broken.get(),
-            "maxDrainBytes": MAX_DRAIN_BYTES,
+    Json(ApiMonitoring {
+        role: "api",
+        redis: if state.redis_ok.load(Ordering::Relaxed) {
+            "ready"
+        } else {
+            "unavailable"
         },
-        "inFlightAvailable": state.in_flight.available_permits(),
-        "groupCommits": {
-            "commits": s.commits.commits.get(),
-            "requests": s.commits.requests.get(),
-            "metrics": s.commits.metrics.get(),
-            "failed": s.commits.failed.get(),
-            "waiting": state.commit.waiting(),
-            "maxMetrics": commit::MAX_GROUP_METRICS,
+        metrics_accepted: s.accepted.get(),
+        requests_invalid: s.invalid.get(),
+        redis_errors: s.redis_errors.get(),
+        requests_shed: s.shed.get(),
+        requests_oversize: OversizeMonitoring {
+            drained: s.oversize.drained.get(),
+            refused: s.oversize.refused.get(),
+            broken: s.oversize.broken.get(),
+            max_drain_bytes: MAX_DRAIN_BYTES,
         },
-        "tls": state.tls,
-        "tlsHandshakesFailed": s.tls_handshakes_failed.get(),
-        "stream": state.stream_key,
-        "partitions": state.partitions,
-        "streamMaxLen": state.maxlen,
-    }))
+        in_flight_available: state.in_flight.available_permits(),
+        group_commits: GroupCommitMonitoring {
+            commits: s.commits.commits.get(),
+            requests: s.commits.requests.get(),
+            metrics: s.commits.metrics.get(),
+            failed: s.commits.failed.get(),
+            waiting: state.commit.waiting(),
+            max_metrics: commit::MAX_GROUP_METRICS,
+        },
+        tls: state.tls,
+        tls_handshakes_failed: s.tls_handshakes_failed.get(),
+        stream: &state.stream_key,
+        partitions: state.partitions,
+        stream_max_len: state.maxlen,
+    })
+    .into_response()
 }
 
 async fn prometheus(State(state): State<Arc<Inner>>) -> Response {
-    let mut text = String::new();
-    encode(&mut text, &state.stats.registry).expect("writing to a String cannot fail");
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    lab_ops::http::prometheus(&state.stats.registry)
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@
 //! A new dashboard receives every server's events until it subscribes with a filter. Events are not
 //! re-serialized: the text Redis delivers is the text dashboards receive. A slow dashboard is handled as
 //! in System 2 (queue, then coalesce to the latest per server, then drop and count, then close 1008):
-//! it never slows the relay or other dashboards.
+//! it never slows the relay or other dashboards. Each dashboard's connection runs the very delivery
+//! loop System 2's do ([`lab_core::delivery::run`]); its `Dashboard` handler says only what its requests mean.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -53,37 +54,34 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Json, Response};
+use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{Json, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use lab_core::delivery::{self, Flow, Handler, Timing};
 use lab_core::outbox::{Preferences, Pushed, Update};
 use lab_core::parse::parse_dashboard_request;
 use lab_core::wire::close::CloseReason;
-use lab_core::wire::system1::{DashboardReply, DashboardRequest, Gap, GapReason};
+use lab_core::wire::system1::{DashboardReply, DashboardRequest, EventRoute, Gap, GapReason};
 use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BroadcasterArgs, Fanout, RedisArgs};
 use crate::store::{latest, latest_key, processed};
-
-type Outbox = lab_core::outbox::Outbox<Utf8Bytes>;
+use lab_ops::http::WebSocketHealth;
+use lab_ops::ws::{Outbox, Socket, count_push};
 
 /// Most servers a snapshot of all servers lists.
 pub const SNAPSHOT_MAX_SERVERS: usize = 10_000;
-
-/// Most events sent per wake-up of a dashboard.
-const EVENTS_PER_WAKE: usize = 256;
 
 /// How long one `XREAD` of the `processed` stream waits for new events (`BLOCK`), in ms; the reading
 /// connection's response timeout is above it (a blocking read is not a dead connection).
@@ -128,8 +126,8 @@ struct Stats {
     coalesced: Counter,
     /// Events dropped because a dashboard's queue was full.
     dropped: Counter,
-    /// Pub/sub messages that were not events.
-    unreadable: Counter,
+    /// Messages (pub/sub or stream) that were not events: counted and logged in one call.
+    unreadable: lab_ops::Noted,
     /// Subscriptions to the channel: 1, plus one per resubscription after losing Redis.
     resubscriptions: Counter,
     /// Gap frames sent to dashboards (each to every dashboard).
@@ -163,7 +161,7 @@ impl Stats {
         registry.register(
             "events_unreadable",
             "Pub/sub messages that were not events",
-            self.unreadable.clone(),
+            self.unreadable.counter().clone(),
         );
         registry.register(
             "subscriptions",
@@ -234,29 +232,20 @@ impl Hub {
 
     /// Hands one event to every dashboard that wants its server.
     fn relay(&self, text: String) {
-        #[derive(serde::Deserialize)]
-        struct Event {
-            #[serde(rename = "type")]
-            kind: String,
-            payload: Payload,
-        }
-        #[derive(serde::Deserialize)]
-        struct Payload {
-            #[serde(rename = "serverId")]
-            server_id: String,
-            #[serde(default)]
-            seq: Option<u64>,
-        }
-        let Ok(event) = serde_json::from_str::<Event>(&text) else {
-            self.stats.unreadable.inc();
-            return;
+        // Only what routing needs is read; the text itself is relayed verbatim.
+        let event = match EventRoute::read(&text) {
+            Ok(event) => event,
+            Err(e) => {
+                self.stats.unreadable.note("unreadable event skipped", &e);
+                return;
+            }
         };
-        let server = event.payload.server_id;
+        let server = event.server_id;
         let dashboards = self.dashboards.load();
         // A slow dashboard's events coalesce per server *and* kind: a `metric.processed` must not
         // stand for a `metric.ingested`, or the seq range it reports would mix two stages.
         let key = format!("{}\u{0}{server}", event.kind);
-        let update = Arc::new(Update::verbatim(&key, Utf8Bytes::from(text)).with_seq(event.payload.seq));
+        let update = Arc::new(Update::verbatim(&key, Utf8Bytes::from(text)).with_seq(event.seq));
         self.stats.relayed.inc();
         let processed = event.kind == "metric.processed";
         for outbox in dashboards.iter() {
@@ -267,15 +256,7 @@ impl Hub {
             if outbox.preferences.batch && !processed {
                 continue;
             }
-            match outbox.push(&update) {
-                Pushed::Queued | Pushed::Kept => {}
-                Pushed::Coalesced => {
-                    self.stats.coalesced.inc();
-                }
-                Pushed::Dropped => {
-                    self.stats.dropped.inc();
-                }
-            }
+            count_push(outbox.push(&update), &self.stats.coalesced, &self.stats.dropped);
         }
     }
 }
@@ -296,11 +277,7 @@ impl Broadcaster {
             .set_response_timeout(Some(Duration::from_secs(2)));
         let connection = client.get_connection_manager_lazy(config)?;
         let address = std::net::SocketAddr::new(args.ws_host, args.ws_port);
-        let listener = TcpListener::bind(address).await.with_context(|| {
-            format!(
-                "cannot listen on {address} (is the port in use? change it with --ws-port or SYSTEM1_WS_PORT)"
-            )
-        })?;
+        let listener = lab_ops::listen(address, "--ws-port or SYSTEM1_WS_PORT").await?;
         let stats = Stats::default();
         let hub = Arc::new(Hub {
             config: args.clone(),
@@ -413,7 +390,7 @@ async fn subscribe_loop(hub: Arc<Hub>, client: redis::Client, stop: Cancellation
                                         last_heard = lab_core::now_ms() as u64;
                                         hub.relay_published(text)
                                     }
-                                    Err(_) => { hub.stats.unreadable.inc(); }
+                                    Err(e) => hub.stats.unreadable.note("unreadable pub/sub message skipped", &e),
                                 },
                                 None => break,
                             },
@@ -570,9 +547,10 @@ fn relay_entry(hub: &Hub, at: &mut Position, id: String, n: Option<u64>, event: 
     *at = Position { id, n: n.or(at.n) };
     match event {
         Some(text) => hub.relay(text),
-        None => {
-            hub.stats.unreadable.inc();
-        }
+        None => hub
+            .stats
+            .unreadable
+            .note("processed stream entry without an event skipped", &at.id),
     }
 }
 
@@ -586,28 +564,28 @@ async fn websocket(upgrade: WebSocketUpgrade, State((hub, stop, tasks)): State<A
         .on_upgrade(move |socket| tasks.track_future(dashboard(socket, hub, stop)))
 }
 
-/// The close frame for `reason` (the same codes and words as System 2).
-fn close(reason: CloseReason) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: reason.code(),
-        reason: Utf8Bytes::from_static(reason.text()),
-    }))
-}
-
-async fn dashboard(mut socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken) {
+async fn dashboard(socket: WebSocket, hub: Arc<Hub>, stop: CancellationToken) {
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut socket = Socket(socket);
     // `inc` returns the count before this one: one atomic step, so two dashboards arriving together
     // cannot both see room for one.
     let open = hub.stats.connections.inc() + 1;
-    let mut outbox = new_outbox(&hub, id, None, false);
     let reason = if open as u64 > hub.config.max_connections {
-        Some(close(CloseReason::ConnectionLimit))
+        Some(CloseReason::ConnectionLimit)
     } else {
-        hub.replace(id, Some(outbox.clone()));
-        serve_dashboard(&mut socket, &hub, &stop, &mut outbox).await
+        let mut connection = Dashboard {
+            outbox: new_outbox(&hub, id, None, false),
+            hub: &hub,
+        };
+        hub.replace(id, Some(connection.outbox.clone()));
+        let timing = Timing {
+            ping_every: Duration::from_millis(hub.config.ping_interval_ms),
+            slow: Duration::from_millis(hub.config.slow_dashboard_ms),
+        };
+        delivery::run(&mut socket, &mut connection, timing, stop.cancelled()).await
     };
-    if let Some(message) = reason {
-        let _ = timeout(Duration::from_secs(1), socket.send(message)).await;
+    if let Some(reason) = reason {
+        delivery::close(&mut socket, reason).await;
     }
     hub.replace(id, None);
     hub.stats.connections.dec();
@@ -623,138 +601,58 @@ fn new_outbox(hub: &Hub, id: u64, filter: Option<String>, batch: bool) -> Arc<Ou
     Arc::new(Outbox::new(id, preferences, hub.config.dashboard_queue as usize))
 }
 
-/// The dashboard's loop; returns the close frame to send, if any.
-async fn serve_dashboard(
-    socket: &mut WebSocket,
-    hub: &Hub,
-    stop: &CancellationToken,
-    outbox: &mut Arc<Outbox>,
-) -> Option<Message> {
-    let config = &hub.config;
-    let slow = Duration::from_millis(config.slow_dashboard_ms);
-    let ping_every = Duration::from_millis(config.ping_interval_ms);
-    let mut ping = interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut slow_check = interval((slow / 4).max(Duration::from_millis(10)));
-    let mut heard_from = true;
-    loop {
-        let current = outbox.clone();
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Some(close(CloseReason::Shutdown)),
-            _ = ping.tick() => {
-                if !heard_from {
-                    return Some(close(CloseReason::Heartbeat));
-                }
-                heard_from = false;
-                // Bounded like every other write: a peer that does not read would otherwise hold this
-                // loop here for ever, and the slow-dashboard check with it.
-                match timeout(slow, socket.send(Message::Ping(Default::default()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => return Some(close(CloseReason::WriteStalled)),
-                }
-            }
-            _ = slow_check.tick() => {
-                if current.backed_up_for().is_some_and(|d| d > slow) {
-                    return Some(close(CloseReason::SlowDashboard));
-                }
-            }
-            incoming = socket.recv() => {
-                let message = match incoming {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => return failed(e).map(close),
-                    None => return None,
-                };
-                heard_from = true;
-                let bytes: &[u8] = match &message {
-                    Message::Text(t) => t.as_bytes(),
-                    Message::Binary(b) => b,
-                    Message::Close(_) => return None,
-                    _ => continue,
-                };
-                let reply = match parse_dashboard_request(bytes) {
-                    Ok(DashboardRequest::Subscribe { server_id, batch_updates }) => {
-                        // A new filter: a new outbox. What the old one still held is dropped with it,
-                        // and counted as dropped, not silently lost.
-                        let fresh = new_outbox(hub, current.connection_id, server_id.clone(), batch_updates);
-                        hub.replace(current.connection_id, Some(fresh.clone()));
-                        let (queued, coalesced) = current.depth();
-                        hub.stats.dropped.inc_by((queued + coalesced) as u64);
-                        *outbox = fresh;
-                        DashboardReply::SubscriptionAck { server_id }
-                    }
-                    Ok(DashboardRequest::SnapshotRequest { server_id }) => {
-                        match snapshot(hub.redis.clone(), server_id.as_deref()).await {
-                            Ok(payload) => DashboardReply::Snapshot { payload },
-                            Err(e) => DashboardReply::Error { message: format!("Snapshot unavailable: {e}"), details: vec![] },
-                        }
-                    }
-                    Err(e) => DashboardReply::Error { message: "Malformed client message".into(), details: e.problems() },
-                };
-                let text = serde_json::to_string(&reply).expect("replies serialize");
-                if timeout(slow, socket.send(Message::Text(text.into()))).await.map_or(true, |r| r.is_err()) {
-                    return None;
-                }
-            }
-            _ = current.ready() => {
-                // What this dashboard's outbox dropped comes first, as a gap frame: in order with what it
-                // does get (System 2's connection does the same).
-                if let Some(dropped) = current.take_dropped() {
-                    let gap = DashboardReply::Gap(Gap::dropped("*", dropped));
-                    let text = serde_json::to_string(&gap).expect("replies serialize");
-                    match timeout(slow, socket.feed(Message::Text(text.into()))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some(close(CloseReason::WriteStalled)),
-                    }
-                }
-                let events = current.take(EVENTS_PER_WAKE);
-                // A batching dashboard gets one `metric.updates` frame for what is ready, as System 2's
-                // does; the others one frame per event, as the original.
-                let frames: Vec<Utf8Bytes> = if current.preferences.batch && !events.is_empty() {
-                    vec![lab_core::outbox::batch_frame(&events).into()]
-                } else {
-                    events.iter().map(|e| e.frame.clone()).collect()
-                };
-                for frame in frames {
-                    match timeout(slow, socket.feed(Message::Text(frame))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return None,
-                        Err(_) => return Some(close(CloseReason::WriteStalled)),
-                    }
-                }
-                match timeout(slow, socket.flush()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => return Some(close(CloseReason::WriteStalled)),
-                }
-                if events.len() == EVENTS_PER_WAKE {
-                    current.wake();
-                }
-            }
-        }
-    }
+/// One dashboard connection: what its requests mean. The loop around it (heartbeat, slow check,
+/// feed/flush, write stalls) is the one System 2 runs too, [`lab_core::delivery::run`].
+struct Dashboard<'a> {
+    /// The broadcaster's shared state: the dashboard registry, Redis for snapshots, the counters.
+    hub: &'a Hub,
+    /// This dashboard's outbox, replaced by a fresh one when it subscribes with a new filter.
+    outbox: Arc<Outbox>,
 }
 
-/// The close reason for a read error the client caused, if any (RFC 6455 §7.4): 1007 for a text
-/// message that is not UTF-8, 1009 for one over the size limit, 1002 for a frame that breaks the
-/// protocol. Other errors (the connection broke or was reset) leave nobody to say it to. tungstenite
-/// keeps its write side open after these errors, so the close frame can still be sent. (System 2's
-/// connection classifies the same way, until one delivery loop serves both: issue #15.)
-fn failed(error: axum::Error) -> Option<CloseReason> {
-    use tokio_tungstenite::tungstenite::Error;
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    match error.into_inner().downcast::<Error>().map(|e| *e) {
-        Ok(Error::Utf8(_)) => Some(CloseReason::InvalidUtf8),
-        Ok(Error::Capacity(_)) => Some(CloseReason::TooBig),
-        Ok(Error::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
-        )) => None,
-        Ok(Error::Protocol(_)) => Some(CloseReason::ProtocolViolation),
-        _ => None,
+impl Handler<Utf8Bytes> for Dashboard<'_> {
+    async fn on_message(&mut self, bytes: &[u8], replies: &mut Vec<Utf8Bytes>) -> Flow {
+        let hub = self.hub;
+        let reply = match parse_dashboard_request(bytes) {
+            Ok(DashboardRequest::Subscribe {
+                server_id,
+                batch_updates,
+            }) => {
+                // A new filter: a new outbox. What the old one still held is dropped with it, and
+                // counted as dropped, not silently lost.
+                let current = &self.outbox;
+                let fresh = new_outbox(hub, current.connection_id, server_id.clone(), batch_updates);
+                hub.replace(current.connection_id, Some(fresh.clone()));
+                let (queued, coalesced) = current.depth();
+                hub.stats.dropped.inc_by((queued + coalesced) as u64);
+                self.outbox = fresh;
+                DashboardReply::SubscriptionAck { server_id }
+            }
+            Ok(DashboardRequest::SnapshotRequest { server_id }) => {
+                match snapshot(hub.redis.clone(), server_id.as_deref()).await {
+                    Ok(payload) => DashboardReply::Snapshot { payload },
+                    Err(e) => DashboardReply::Error {
+                        message: format!("Snapshot unavailable: {e}"),
+                        details: vec![],
+                    },
+                }
+            }
+            Err(e) => DashboardReply::Error {
+                message: "Malformed client message".into(),
+                details: e.problems(),
+            },
+        };
+        replies.push(serde_json::to_string(&reply).expect("replies serialize").into());
+        Ok(())
+    }
+
+    fn outbox(&self) -> Option<&Arc<Outbox>> {
+        Some(&self.outbox)
+    }
+
+    /// A broadcaster's outbox holds every kind of event the dashboard asked for.
+    fn gap_event_type(&self) -> &'static str {
+        "*"
     }
 }
 
@@ -811,68 +709,129 @@ fn payload_from_hash(hash: &[(String, String)]) -> Option<UpdatePayload> {
     })
 }
 
+/// The broadcaster's health (`GET /healthz`, `/api/health`): `200` while it receives events, `503`
+/// while it is resubscribing or cannot read the `processed` stream.
+#[derive(Debug, Serialize)]
+pub struct BroadcasterHealth {
+    /// `"ok"` or `"degraded"`.
+    pub status: &'static str,
+    /// `"subscribed"` or `"resubscribing"`.
+    pub redis: &'static str,
+}
+
 async fn health(State((hub, _, _)): State<AppState>) -> Response {
     let subscribed = hub.subscribed.load(Ordering::Relaxed)
         && (hub.fanout == Fanout::Pubsub || hub.reading.load(Ordering::Relaxed));
-    let body = serde_json::json!({
-        "status": if subscribed { "ok" } else { "degraded" },
-        "redis": if subscribed { "subscribed" } else { "resubscribing" },
-    });
-    let status = if subscribed {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let body = BroadcasterHealth {
+        status: if subscribed { "ok" } else { "degraded" },
+        redis: if subscribed { "subscribed" } else { "resubscribing" },
     };
-    (status, Json(body)).into_response()
+    lab_ops::http::health(subscribed, body)
 }
 
-async fn websocket_health(State((hub, stop, _)): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": if stop.is_cancelled() { "shutting-down" } else { "ok" },
-        "dashboards": hub.stats.connections.get(),
-        "maxConnections": hub.config.max_connections,
-    }))
+/// The WebSocket's health (`GET /api/health/websocket`, the original's path): dashboards only.
+async fn websocket_health(State((hub, stop, _)): State<AppState>) -> Json<WebSocketHealth> {
+    Json(WebSocketHealth {
+        status: WebSocketHealth::status(stop.is_cancelled()),
+        connections: None,
+        producers: None,
+        dashboards: hub.stats.connections.get(),
+        unregistered: None,
+        max_connections: hub.config.max_connections,
+    })
 }
 
-async fn monitoring(State((hub, _, _)): State<AppState>) -> Json<serde_json::Value> {
-    let dashboards: Vec<serde_json::Value> = hub
+/// The broadcaster's `GET /api/monitoring` document: its counters (as `GET /metrics` shows them) and
+/// where its fan-out stands.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BroadcasterMonitoring {
+    /// Always `"broadcaster"`: which of System 1's roles answers.
+    pub role: &'static str,
+    /// Whether the pub/sub subscription is up.
+    pub subscribed: bool,
+    /// The pub/sub channel (`--channel`).
+    pub channel: String,
+    /// Events handed to dashboards.
+    pub events_relayed: u64,
+    /// Messages that were not events (counted and logged, then skipped).
+    pub events_unreadable: u64,
+    /// Events superseded before a slow dashboard got them.
+    pub updates_coalesced: u64,
+    /// Events dropped because a dashboard's queue was full.
+    pub updates_dropped: u64,
+    /// Subscriptions to the channel: 1, plus one per resubscription.
+    pub subscriptions: u64,
+    /// `"stream"` or `"pubsub"` (`--fanout`).
+    pub fanout: &'static str,
+    /// The capped stream of `metric.processed` events.
+    pub processed_stream: String,
+    /// Stream fan-out: whether the last `XREAD` succeeded.
+    pub reading: bool,
+    /// Stream fan-out: the id of the last event relayed.
+    pub last_relayed_id: String,
+    /// Stream fan-out: `metric.processed` events that came by pub/sub too, ignored.
+    pub pubsub_processed_ignored: u64,
+    /// Gap frames sent (each to every dashboard).
+    pub gaps: u64,
+    /// Events the gap frames reported missing, where the count is known.
+    pub gap_events: u64,
+    /// Every open dashboard.
+    pub dashboards: Vec<DashboardMonitoring>,
+}
+
+/// One dashboard in [`BroadcasterMonitoring`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardMonitoring {
+    /// Its connection's id.
+    pub connection_id: u64,
+    /// The server it subscribed to (`null`: all).
+    pub filter: Option<String>,
+    /// Events queued for it.
+    pub queued: usize,
+    /// Servers whose latest event waits in its coalescing table.
+    pub coalesced_pending: usize,
+}
+
+async fn monitoring(State((hub, _, _)): State<AppState>) -> Json<BroadcasterMonitoring> {
+    let dashboards = hub
         .dashboards
         .load()
         .iter()
         .map(|o| {
-            let (queued, coalesced) = o.depth();
-            serde_json::json!({"connectionId": o.connection_id, "filter": o.preferences.filter, "queued": queued, "coalescedPending": coalesced})
+            let (queued, coalesced_pending) = o.depth();
+            DashboardMonitoring {
+                connection_id: o.connection_id,
+                filter: o.preferences.filter.clone(),
+                queued,
+                coalesced_pending,
+            }
         })
         .collect();
-    Json(serde_json::json!({
-        "role": "broadcaster",
-        "subscribed": hub.subscribed.load(Ordering::Relaxed),
-        "channel": hub.channel,
-        "eventsRelayed": hub.stats.relayed.get(),
-        "eventsUnreadable": hub.stats.unreadable.get(),
-        "updatesCoalesced": hub.stats.coalesced.get(),
-        "updatesDropped": hub.stats.dropped.get(),
-        "subscriptions": hub.stats.resubscriptions.get(),
-        "fanout": match hub.fanout { Fanout::Stream => "stream", Fanout::Pubsub => "pubsub" },
-        "processedStream": hub.processed_stream,
-        "reading": hub.reading.load(Ordering::Relaxed),
-        "lastRelayedId": *hub.last_relayed.lock().unwrap_or_else(|e| e.into_inner()),
-        "pubsubProcessedIgnored": hub.stats.pubsub_processed_ignored.get(),
-        "gaps": hub.stats.gaps.get(),
-        "gapEvents": hub.stats.gap_events.get(),
-        "dashboards": dashboards,
-    }))
+    Json(BroadcasterMonitoring {
+        role: "broadcaster",
+        subscribed: hub.subscribed.load(Ordering::Relaxed),
+        channel: hub.channel.clone(),
+        events_relayed: hub.stats.relayed.get(),
+        events_unreadable: hub.stats.unreadable.get(),
+        updates_coalesced: hub.stats.coalesced.get(),
+        updates_dropped: hub.stats.dropped.get(),
+        subscriptions: hub.stats.resubscriptions.get(),
+        fanout: match hub.fanout {
+            Fanout::Stream => "stream",
+            Fanout::Pubsub => "pubsub",
+        },
+        processed_stream: hub.processed_stream.clone(),
+        reading: hub.reading.load(Ordering::Relaxed),
+        last_relayed_id: hub.last_relayed.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        pubsub_processed_ignored: hub.stats.pubsub_processed_ignored.get(),
+        gaps: hub.stats.gaps.get(),
+        gap_events: hub.stats.gap_events.get(),
+        dashboards,
+    })
 }
 
 async fn prometheus(State((hub, _, _)): State<AppState>) -> Response {
-    let mut text = String::new();
-    encode(&mut text, &hub.registry).expect("writing to a String cannot fail");
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    lab_ops::http::prometheus(&hub.registry)
 }

@@ -13,16 +13,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::registry::Registry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::net::TcpListener;
 
 use crate::config::{RedisArgs, WorkerArgs};
 use crate::store::{Partitions, pending_field, trimmed_key, unread_field};
@@ -145,12 +143,9 @@ pub async fn serve(
         .set_response_timeout(Some(Duration::from_secs(2)));
     let connection = client.get_connection_manager_lazy(config)?;
     let address = std::net::SocketAddr::new(args.ops_host, args.ops_port);
-    let listener = TcpListener::bind(address).await.with_context(|| {
-        format!(
-            "cannot listen on {address} (is the port in use? change it with --ops-port / \
-             SYSTEM1_WORKER_OPS_PORT, or the address with --ops-host / SYSTEM1_WORKER_OPS_HOST)"
-        )
-    })?;
+    let hint =
+        "--ops-port / SYSTEM1_WORKER_OPS_PORT, or the address with --ops-host / SYSTEM1_WORKER_OPS_HOST";
+    let listener = lab_ops::listen(address, hint).await?;
     let address = listener.local_addr()?;
     let trimmed = Arc::new(GroupTrimmed {
         group: args.group.clone(),
@@ -397,14 +392,5 @@ async fn prometheus(State(ops): State<Arc<Ops>>) -> Response {
         }
         Err(e) => tracing::debug!(error = %e, "cannot read the trimmed counts for Prometheus"),
     }
-    let mut text = String::new();
-    encode(&mut text, &ops.registry).expect("writing to a String cannot fail");
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    lab_ops::http::prometheus(&ops.registry)
 }

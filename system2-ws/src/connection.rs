@@ -1,5 +1,6 @@
-//! One WebSocket connection: a loop that `select!`s between the client's next message, its outbox
-//! (for dashboards), the heartbeat, and shutdown.
+//! One WebSocket connection of System 2: what its messages mean. The loop around it — heartbeat,
+//! slow-dashboard check, drain-per-wake, feed and flush, write stalls — is the one both systems run,
+//! [`lab_core::delivery::run`]; this module is its [`Handler`].
 //!
 //! Producers are handled inline: a metric is parsed, aggregated, fanned out and acked in the same task
 //! that read it, so a producer that sends faster than it reads acks slows down only itself (its acks
@@ -9,34 +10,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{FutureExt, SinkExt};
+use axum::extract::ws::{Utf8Bytes, WebSocket};
+use lab_core::delivery::{self, Flow, Handler, Message, Timing};
+use lab_core::outbox::Preferences;
 use lab_core::parse::{ParseError, check_not_future, parse_client_frame};
 use lab_core::problem::Problem;
-use lab_core::wire::system2::{ClientFrame, Register, Role, ServerFrame};
+use lab_core::wire::system2::{ClientFrame, Register, Role, ServerFrame, metric_ack_json};
+use lab_ops::ws::{Outbox, Socket};
 use prometheus_client::metrics::gauge::Gauge;
-use serde::Serialize;
-use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Hub, IngestError};
-use lab_core::outbox::Preferences;
-
-use crate::hub::Outbox;
-
 use crate::stats::CloseReason;
-
-/// Most messages handled per wake-up before the loop looks at its other duties (heartbeat,
-/// shutdown, outbox): fairness, and a bound on the replies buffered before a flush.
-const MESSAGES_PER_WAKE: usize = 256;
-
-/// Most updates sent per wake-up of a dashboard, and most items in one `metric.updates` frame.
-const UPDATES_PER_WAKE: usize = 256;
-
-/// How long the server tries to deliver a close frame before it just drops the connection.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The greeting of `connection.ack`.
 pub const GREETING: &str = "Connected to System 2 WebSocket server";
@@ -98,12 +85,11 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, auth: Auth, shutdown: Cance
         rate: RateLimit::new(hub.config.max_messages_per_sec),
         auth,
         outbox: None,
-        heard_from: true,
         hub: hub.clone(),
     };
     connection.role_gauge.inc();
     tracing::debug!(connection = id, open, "connection opened");
-    let mut socket = socket;
+    let mut socket = Socket(socket);
     let reason = if open as u64 > hub.config.max_connections {
         Some(CloseReason::ConnectionLimit)
     } else if auth == Auth::Refused {
@@ -119,11 +105,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, auth: Auth, shutdown: Cance
             reason = reason.text(),
             "closing connection"
         );
-        let frame = CloseFrame {
-            code: reason.code(),
-            reason: Utf8Bytes::from_static(reason.text()),
-        };
-        let _ = timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+        delivery::close(&mut socket, reason).await;
     }
     connection.role_gauge.dec();
     if connection.outbox.is_some() {
@@ -137,6 +119,7 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, auth: Auth, shutdown: Cance
 struct Connection {
     /// This connection's id (registry key, log field).
     id: u64,
+    /// The shared state: windows, dashboards, counters, configuration.
     hub: Arc<Hub>,
     /// The connections gauge of the current role, to move the count when the role changes.
     role_gauge: Gauge<i64, AtomicI64>,
@@ -146,131 +129,60 @@ struct Connection {
     auth: Auth,
     /// The dashboard's outbox, once it registered as one.
     outbox: Option<Arc<Outbox>>,
-    /// Whether anything (a message, a pong) arrived since the last ping.
-    heard_from: bool,
 }
 
-/// What to do after handling a message.
-type Flow = Result<(), Option<CloseReason>>;
-
-impl Connection {
-    /// The loop. Returns why the server closes the connection, or `None` if the client left.
-    async fn run(&mut self, socket: &mut WebSocket, shutdown: &CancellationToken) -> Option<CloseReason> {
-        let hub = self.hub.clone();
-        let config = &hub.config;
-        let greeting = ServerFrame::ConnectionAck {
-            message: GREETING.into(),
-        };
-        if self.send_now(socket, greeting.to_json()).await.is_err() {
-            return None;
-        }
-        let ping_every = config.ping_interval();
-        let mut ping = interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let slow = config.slow_dashboard();
-        let mut slow_check = interval((slow / 4).max(Duration::from_millis(10)));
-        slow_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Replaced when a dashboard registers with maxHz.
-        let mut hz_tick = interval(Duration::from_secs(3600));
-        hz_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-
-        loop {
-            let outbox = self.outbox.clone();
-            let every_update = outbox.as_ref().is_some_and(|o| o.preferences.max_hz.is_none());
-            let limited = outbox.as_ref().is_some_and(|o| o.preferences.max_hz.is_some());
-            let flow: Flow = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => Err(Some(CloseReason::Shutdown)),
-                _ = ping.tick() => {
-                    if !self.heard_from {
-                        Err(Some(CloseReason::Heartbeat))
-                    } else {
-                        self.heard_from = false;
-                        self.send_now(socket, Message::Ping(Default::default())).await
-                    }
-                }
-                _ = slow_check.tick(), if outbox.is_some() => {
-                    match outbox.as_ref().and_then(|o| o.backed_up_for()) {
-                        Some(d) if d > slow => Err(Some(CloseReason::SlowDashboard)),
-                        _ => Ok(()),
-                    }
-                }
-                incoming = socket.recv() => self.on_incoming(socket, incoming).await,
-                _ = async { outbox.as_ref().expect("guarded").ready().await }, if every_update => {
-                    self.send_updates(socket).await
-                }
-                _ = hz_tick.tick(), if limited => self.send_updates(socket).await,
-            };
-            match flow {
-                Ok(()) => {}
-                Err(reason) => return reason,
-            }
-            // A dashboard just registered with maxHz: tick at its rate from now on.
-            if let Some(hz) = self.outbox.as_ref().and_then(|o| o.preferences.max_hz)
-                && hz_tick.period() != Duration::from_secs_f64(1.0 / f64::from(hz))
-            {
-                hz_tick = interval(Duration::from_secs_f64(1.0 / f64::from(hz)));
-                hz_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            }
-        }
-    }
-
-    /// Handles the message that woke us and every further one already waiting, then flushes once.
-    async fn on_incoming(
-        &mut self,
-        socket: &mut WebSocket,
-        first: Option<Result<Message, axum::Error>>,
-    ) -> Flow {
-        let mut next = first;
-        let mut handled = 0;
-        loop {
-            match next {
-                None => return Err(None),
-                Some(Err(e)) => return Err(classify_error(&e)),
-                Some(Ok(message)) => {
-                    self.heard_from = true;
-                    self.on_message(socket, message).await?;
-                }
-            }
-            handled += 1;
-            // The budget is checked *before* the next message is taken: a message taken from the
-            // socket is a message owed an answer. (Checking it after, as a `for` loop over the budget
-            // does, took a 257th message at the end of every full burst and dropped it unanswered.)
-            if handled == MESSAGES_PER_WAKE {
-                break;
-            }
-            // Poll once: `recv` is cancel-safe, so dropping a *pending* call loses nothing.
-            match socket.recv().now_or_never() {
-                Some(more) => next = more,
-                None => break,
-            }
-        }
-        self.flush(socket).await
-    }
-
-    async fn on_message(&mut self, socket: &mut WebSocket, message: Message) -> Flow {
-        let bytes: &[u8] = match &message {
-            Message::Text(text) => text.as_bytes(),
-            // The original's `ws` server parsed binary messages as JSON too.
-            Message::Binary(bytes) => bytes,
-            Message::Ping(_) | Message::Pong(_) => return Ok(()), // pongs to our pings: heard_from
-            Message::Close(_) => return Err(None),
-        };
+impl Handler<Utf8Bytes> for Connection {
+    async fn on_message(&mut self, bytes: &[u8], replies: &mut Vec<Utf8Bytes>) -> Flow {
         if !self.rate.take() {
             return Err(Some(CloseReason::RateLimit));
         }
         match parse_client_frame(bytes) {
-            Ok(frame) => self.on_frame(socket, frame).await,
+            Ok(frame) => self.on_frame(frame, replies),
             Err(error) => {
                 if self.auth == Auth::Pending {
                     return Err(Some(CloseReason::AuthRequired));
                 }
-                self.reply_error(socket, &error).await
+                self.reply_error(replies, &error)
             }
         }
     }
 
-    async fn on_frame(&mut self, socket: &mut WebSocket, frame: ClientFrame) -> Flow {
+    fn outbox(&self) -> Option<&Arc<Outbox>> {
+        self.outbox.as_ref()
+    }
+
+    fn gap_event_type(&self) -> &'static str {
+        "metric.update"
+    }
+
+    fn on_send(&mut self, gap: bool, updates: usize) {
+        if gap {
+            self.hub.stats.gaps_sent.inc();
+        }
+        self.hub.stats.updates_sent.inc_by(updates as u64);
+    }
+}
+
+impl Connection {
+    /// Greets the client, then runs the delivery loop. Returns why the server closes the connection,
+    /// or `None` if the client left.
+    async fn run(&mut self, socket: &mut Socket, shutdown: &CancellationToken) -> Option<CloseReason> {
+        let config = &self.hub.config;
+        let timing = Timing {
+            ping_every: config.ping_interval(),
+            slow: config.slow_dashboard(),
+        };
+        let greeting = ServerFrame::ConnectionAck {
+            message: GREETING.into(),
+        };
+        let greeting = Message::Text(greeting.to_json().into());
+        if delivery::send(socket, greeting, timing.slow).await.is_err() {
+            return None;
+        }
+        delivery::run(socket, self, timing, shutdown.cancelled()).await
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame, replies: &mut Vec<Utf8Bytes>) -> Flow {
         if self.auth == Auth::Pending {
             match &frame {
                 ClientFrame::Register(Register {
@@ -292,26 +204,27 @@ impl Connection {
             }
         }
         match frame {
-            ClientFrame::Register(register) => self.on_register(socket, register).await,
+            ClientFrame::Register(register) => self.on_register(register, replies),
             ClientFrame::Metric(metric) => {
                 let now = lab_core::now_ms();
                 let skew = self.hub.config.max_clock_skew_ms as f64;
                 if let Err(error) = check_not_future(std::slice::from_ref(&metric), now, skew, None) {
-                    return self.reply_error(socket, &error).await;
+                    return self.reply_error(replies, &error);
                 }
                 match self.hub.ingest(&metric) {
-                    Ok(_) => self.feed(socket, ack_json(&metric.server_id, metric.seq)).await,
+                    Ok(_) => replies.push(metric_ack_json(&metric.server_id, metric.seq).into()),
                     Err(e @ IngestError::ServerLimit { .. }) => {
                         let detail = Problem::new("/serverId", e.to_string());
-                        self.reply(socket, server_limit_frame(vec![detail])).await
+                        reply(replies, server_limit_frame(vec![detail]));
                     }
                 }
+                Ok(())
             }
             ClientFrame::Metrics(items) => {
                 let now = lab_core::now_ms();
                 let skew = self.hub.config.max_clock_skew_ms as f64;
                 if let Err(error) = check_not_future(&items, now, skew, Some("/items")) {
-                    return self.reply_error(socket, &error).await;
+                    return self.reply_error(replies, &error);
                 }
                 // Validation is all-or-nothing (done above and by the parser). The server table can
                 // still fill up part-way through a batch: the metrics it could take are aggregated and
@@ -328,9 +241,10 @@ impl Connection {
                 }
                 let accepted = items.len() - refused.len();
                 if !refused.is_empty() {
-                    self.reply(socket, server_limit_frame(refused)).await?;
+                    reply(replies, server_limit_frame(refused));
                 }
-                self.reply(socket, ServerFrame::MetricsAck { accepted }).await
+                reply(replies, ServerFrame::MetricsAck { accepted });
+                Ok(())
             }
             ClientFrame::SnapshotRequest { server_id } => {
                 let payload = self.hub.snapshot(server_id.as_deref());
@@ -348,14 +262,16 @@ impl Connection {
                         message: "Snapshot too large".into(),
                         details: vec![detail],
                     };
-                    return self.reply(socket, error).await;
+                    reply(replies, error);
+                } else {
+                    replies.push(text.into());
                 }
-                self.feed(socket, text).await
+                Ok(())
             }
         }
     }
 
-    async fn on_register(&mut self, socket: &mut WebSocket, register: Register) -> Flow {
+    fn on_register(&mut self, register: Register, replies: &mut Vec<Utf8Bytes>) -> Flow {
         // Re-registering replaces the previous role (the original allowed it too).
         if self.outbox.take().is_some() {
             self.hub.remove_dashboard(self.id);
@@ -382,127 +298,23 @@ impl Connection {
             role: register.role,
             server_filter: register.server_id,
         };
-        self.reply(socket, ack).await
+        reply(replies, ack);
+        Ok(())
     }
 
-    /// Sends what the outbox holds: each update as its own frame, or all as one `metric.updates`.
-    async fn send_updates(&mut self, socket: &mut WebSocket) -> Flow {
-        let Some(outbox) = self.outbox.clone() else {
-            return Ok(());
-        };
-        // Drops first: the dashboard hears of them in order with what it does get.
-        let told_gap = match outbox.take_dropped() {
-            Some(dropped) => {
-                let gap = ServerFrame::Gap(lab_core::wire::gap::Gap::dropped("metric.update", dropped));
-                self.hub.stats.gaps_sent.inc();
-                self.feed(socket, gap.to_json()).await?;
-                true
-            }
-            None => false,
-        };
-        let updates = outbox.take(UPDATES_PER_WAKE);
-        if updates.is_empty() {
-            // Nothing fed, nothing to flush: a wake-up with nothing to send costs no write.
-            return if told_gap {
-                self.flush(socket).await
-            } else {
-                Ok(())
-            };
-        }
-        self.hub.stats.updates_sent.inc_by(updates.len() as u64);
-        if outbox.preferences.batch {
-            self.feed(socket, lab_core::outbox::batch_frame(&updates)).await?;
-        } else {
-            for update in &updates {
-                self.feed(socket, update.frame.clone()).await?;
-            }
-        }
-        if updates.len() == UPDATES_PER_WAKE && outbox.preferences.max_hz.is_none() {
-            // More may be waiting: come back after looking at the other duties.
-            outbox.wake();
-        }
-        self.flush(socket).await
-    }
-
-    async fn reply_error(&mut self, socket: &mut WebSocket, error: &ParseError) -> Flow {
-        self.hub.stats.invalid_messages.inc();
-        tracing::debug!(connection = self.id, %error, "invalid message");
-        self.reply(socket, error.to_system2_frame()).await
-    }
-
-    async fn reply(&mut self, socket: &mut WebSocket, frame: ServerFrame) -> Flow {
-        self.feed(socket, frame.to_json()).await
-    }
-
-    /// Queues a message in the socket's write buffer without flushing.
-    async fn feed(&mut self, socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> Flow {
-        let slow = self.hub.config.slow_dashboard();
-        match timeout(slow, socket.feed(Message::Text(text.into()))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(None),
-            Err(_) => Err(Some(CloseReason::WriteStalled)),
-        }
-    }
-
-    /// Writes out everything fed so far.
-    async fn flush(&mut self, socket: &mut WebSocket) -> Flow {
-        match timeout(self.hub.config.slow_dashboard(), socket.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(None),
-            Err(_) => Err(Some(CloseReason::WriteStalled)),
-        }
-    }
-
-    async fn send_now(&mut self, socket: &mut WebSocket, message: impl Into<Message>) -> Flow {
-        match timeout(self.hub.config.slow_dashboard(), socket.send(message.into())).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(None),
-            Err(_) => Err(Some(CloseReason::WriteStalled)),
-        }
+    fn reply_error(&mut self, replies: &mut Vec<Utf8Bytes>, error: &ParseError) -> Flow {
+        self.hub
+            .stats
+            .invalid_messages
+            .note("invalid message answered with an error frame", error);
+        reply(replies, error.to_system2_frame());
+        Ok(())
     }
 }
 
-/// Which socket errors deserve a close frame, and which code (RFC 6455 §7.4.1): a message over the
-/// limit gets 1009, a text message that is not UTF-8 1007, a frame that breaks the protocol 1002. A
-/// broken connection (reset, end of stream) cannot receive one.
-fn classify_error(error: &axum::Error) -> Option<CloseReason> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
-    let reason = match inner {
-        Some(WsError::Capacity(_)) => Some(CloseReason::TooBig),
-        Some(WsError::Utf8(_)) => Some(CloseReason::InvalidUtf8),
-        Some(WsError::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
-        )) => None,
-        Some(WsError::Protocol(_)) => Some(CloseReason::ProtocolViolation),
-        _ => None,
-    };
-    if reason.is_none() {
-        tracing::debug!(%error, "connection error");
-    }
-    reason
-}
-
-/// `{"type":"metric.ack","serverId":…,"seq":…}`, serialized without copying the server id.
-fn ack_json(server_id: &str, seq: Option<u64>) -> String {
-    #[derive(Serialize)]
-    struct Ack<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(rename = "serverId")]
-        server_id: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        seq: Option<u64>,
-    }
-    serde_json::to_string(&Ack {
-        kind: "metric.ack",
-        server_id,
-        seq,
-    })
-    .expect("acks always serialize")
+/// Queues `frame` as the next reply.
+fn reply(replies: &mut Vec<Utf8Bytes>, frame: ServerFrame) {
+    replies.push(frame.to_json().into());
 }
 
 fn server_limit_frame(details: Vec<Problem>) -> ServerFrame {

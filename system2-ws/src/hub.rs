@@ -24,16 +24,15 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use lab_core::aggregate::{Added, ServerWindows, WindowSpec, WindowSummaries};
-use lab_core::wire::system2::{SnapshotPayload, UpdatePayload};
+use lab_core::wire::system2::{SnapshotPayload, UpdatePayload, UpdatePayloadRef};
 use lab_core::{Metric, now_ms};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::Config;
-use lab_core::outbox::{Pushed, Update};
+use lab_core::outbox::Update;
+use lab_ops::ws::{Outbox, count_push};
 
-/// System 2's outbox: frames are WebSocket `Utf8Bytes`, shared by reference count.
-pub type Outbox = lab_core::outbox::Outbox<axum::extract::ws::Utf8Bytes>;
+use crate::config::Config;
 use crate::stats::Stats;
 
 /// How many shards the server table is split into.
@@ -85,18 +84,6 @@ impl Registry {
     fn outboxes(&self) -> impl Iterator<Item = &Arc<Outbox>> {
         self.all.iter().chain(self.by_server.values().flatten())
     }
-}
-
-/// The update payload, borrowed: serialized straight from the windows without copying them into an
-/// owned [`UpdatePayload`] first. Same wire form (the integration tests read it back as one).
-#[derive(Serialize)]
-struct PayloadRef<'a> {
-    #[serde(rename = "serverId")]
-    server_id: &'a str,
-    timestamp: f64,
-    windows: &'a WindowSummaries,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
 }
 
 /// System 2's shared state.
@@ -174,11 +161,14 @@ impl Hub {
                 // Reserve a place first, so that two shards cannot both take the last one.
                 if self.servers.fetch_add(1, Ordering::AcqRel) >= limit {
                     self.servers.fetch_sub(1, Ordering::AcqRel);
-                    self.stats.metrics_refused_server_limit.inc();
-                    return Err(IngestError::ServerLimit {
+                    let error = IngestError::ServerLimit {
                         limit,
                         idle_secs: self.config.server_idle_secs,
-                    });
+                    };
+                    self.stats
+                        .metrics_refused_server_limit
+                        .note("metric refused: the server table is full", &error);
+                    return Err(error);
                 }
                 self.stats.servers_tracked.inc();
                 let windows = ServerWindows::new(&self.spec, self.config.buffer_size as usize)
@@ -212,24 +202,18 @@ impl Hub {
         let registry = self.dashboards.load();
         let mut targets = registry.matching(&metric.server_id).peekable();
         if targets.peek().is_some() {
-            let payload = PayloadRef {
+            // Serialized once, straight from the windows (lab-core's borrowed form of the payload).
+            let json = UpdatePayloadRef {
                 server_id: &metric.server_id,
                 timestamp: metric.timestamp,
                 windows: &tracked.windows.summaries(),
                 seq: metric.seq,
-            };
-            let json = serde_json::to_string(&payload).expect("payloads always serialize");
+            }
+            .to_json();
             let update = Arc::new(Update::new(&metric.server_id, &json).with_seq(metric.seq));
             for outbox in targets {
-                match outbox.push(&update) {
-                    Pushed::Queued | Pushed::Kept => {}
-                    Pushed::Coalesced => {
-                        self.stats.updates_coalesced.inc();
-                    }
-                    Pushed::Dropped => {
-                        self.stats.updates_dropped.inc();
-                    }
-                }
+                let pushed = outbox.push(&update);
+                count_push(pushed, &self.stats.updates_coalesced, &self.stats.updates_dropped);
             }
         }
         Ok(added)
@@ -312,91 +296,86 @@ impl Hub {
     }
 
     /// The monitoring document of `GET /api/monitoring`.
-    pub fn monitoring(&self) -> serde_json::Value {
+    pub fn monitoring(&self) -> Monitoring {
         let s = &self.stats;
         let registry = self.dashboards.load();
-        let dashboards: Vec<serde_json::Value> = registry
+        let dashboards = registry
             .outboxes()
             .map(|o| {
-                let (queued, coalesced) = o.depth();
-                let (superseded, dropped) = o.losses();
-                serde_json::json!({
-                    "connectionId": o.connection_id,
-                    "filter": o.preferences.filter,
-                    "maxHz": o.preferences.max_hz,
-                    "batchUpdates": o.preferences.batch,
-                    "queued": queued,
-                    "coalescedPending": coalesced,
-                    "coalesced": superseded,
-                    "dropped": dropped,
-                    "backedUpMs": o.backed_up_for().map(|d| d.as_millis() as u64),
-                })
+                let (queued, coalesced_pending) = o.depth();
+                let (coalesced, dropped) = o.losses();
+                DashboardMonitoring {
+                    connection_id: o.connection_id,
+                    filter: o.preferences.filter.clone(),
+                    max_hz: o.preferences.max_hz,
+                    batch_updates: o.preferences.batch,
+                    queued,
+                    coalesced_pending,
+                    coalesced,
+                    dropped,
+                    backed_up_ms: o.backed_up_for().map(|d| d.as_millis() as u64),
+                }
             })
             .collect();
-        let mut servers: Vec<(String, f64, u64)> = Vec::new();
+        let mut servers: Vec<ServerSeen> = Vec::new();
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            servers.extend(
-                shard
-                    .iter()
-                    .map(|(id, t)| (id.clone(), t.last_seen_ms, t.metrics)),
-            );
+            servers.extend(shard.iter().map(|(id, t)| ServerSeen {
+                server_id: id.clone(),
+                last_seen_ms: t.last_seen_ms,
+                metrics: t.metrics,
+            }));
         }
-        servers.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let servers_shown: Vec<serde_json::Value> = servers
-            .iter()
-            .take(MONITORING_SERVERS_SHOWN)
-            .map(|(id, seen, n)| serde_json::json!({"serverId": id, "lastSeenMs": seen, "metrics": n}))
-            .collect();
+        servers.sort_by(|a, b| b.last_seen_ms.total_cmp(&a.last_seen_ms));
+        let tracked = servers.len();
+        servers.truncate(MONITORING_SERVERS_SHOWN);
         let role = |r: &'static str| s.connections_of(r).get();
-        serde_json::json!({
-            "uptimeSecs": self.started.elapsed().as_secs(),
-            "connections": {
-                "total": self.connections.load(Ordering::Relaxed),
-                "producers": role("producer"),
-                "dashboards": role("dashboard"),
-                "unregistered": role("unregistered"),
-                "max": self.config.max_connections,
+        Monitoring {
+            uptime_secs: self.started.elapsed().as_secs(),
+            connections: ConnectionsMonitoring {
+                total: self.connections.load(Ordering::Relaxed),
+                producers: role("producer"),
+                dashboards: role("dashboard"),
+                unregistered: role("unregistered"),
+                max: self.config.max_connections,
             },
-            "ingest": {
-                "metricsTotal": s.metrics_ingested.get(),
-                "metricsPerSec": self.ingest_rate.load(Ordering::Relaxed),
-                "late": s.metrics_late.get(),
-                "stale": s.metrics_stale.get(),
-                "invalidMessages": s.invalid_messages.get(),
-                "refusedServerLimit": s.metrics_refused_server_limit.get(),
+            ingest: IngestMonitoring {
+                metrics_total: s.metrics_ingested.get(),
+                metrics_per_sec: self.ingest_rate.load(Ordering::Relaxed),
+                late: s.metrics_late.get(),
+                stale: s.metrics_stale.get(),
+                invalid_messages: s.invalid_messages.get(),
+                refused_server_limit: s.metrics_refused_server_limit.get(),
             },
-            "updates": {
-                "sent": s.updates_sent.get(),
-                "coalesced": s.updates_coalesced.get(),
-                "dropped": s.updates_dropped.get(),
-                "gapsSent": s.gaps_sent.get(),
+            updates: UpdatesMonitoring {
+                sent: s.updates_sent.get(),
+                coalesced: s.updates_coalesced.get(),
+                dropped: s.updates_dropped.get(),
+                gaps_sent: s.gaps_sent.get(),
             },
-            "dashboards": dashboards,
-            "servers": {
-                "tracked": servers.len(),
-                "max": self.config.max_servers,
-                "evicted": s.servers_evicted.get(),
-                "windowsMs": self.spec.lengths_ms(),
-                "bufferSize": self.config.buffer_size,
-                "mostRecent": servers_shown,
+            dashboards,
+            servers: ServersMonitoring {
+                tracked,
+                max: self.config.max_servers,
+                evicted: s.servers_evicted.get(),
+                windows_ms: self.spec.lengths_ms().to_vec(),
+                buffer_size: self.config.buffer_size,
+                most_recent: servers,
             },
-        })
+        }
     }
 
     /// The document of `GET /api/monitoring/server/{id}`.
-    pub fn server_monitoring(&self, server_id: &str) -> Option<serde_json::Value> {
+    pub fn server_monitoring(&self, server_id: &str) -> Option<ServerMonitoring> {
         let shard = self.shard(server_id);
-        shard.get(server_id).map(|t| {
-            serde_json::json!({
-                "serverId": server_id,
-                "lastSeenMs": t.last_seen_ms,
-                "idleMs": t.last_seen.elapsed().as_millis() as u64,
-                "metrics": t.metrics,
-                "buffered": t.windows.len(),
-                "newestTimestamp": t.windows.newest(),
-                "windows": t.windows.summaries(),
-            })
+        shard.get(server_id).map(|t| ServerMonitoring {
+            server_id: server_id.to_owned(),
+            last_seen_ms: t.last_seen_ms,
+            idle_ms: t.last_seen.elapsed().as_millis() as u64,
+            metrics: t.metrics,
+            buffered: t.windows.len(),
+            newest_timestamp: t.windows.newest(),
+            windows: t.windows.summaries(),
         })
     }
 
@@ -408,6 +387,146 @@ impl Hub {
 
 /// How many servers `GET /api/monitoring` lists (the most recently seen); all are counted.
 pub const MONITORING_SERVERS_SHOWN: usize = 100;
+
+/// The document of `GET /api/monitoring`: every counter of [`Stats`] (the same atomics `GET /metrics`
+/// shows), each dashboard's outbox, and the servers seen last. The dashboard page shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// Open connections, by role.
+    pub connections: ConnectionsMonitoring,
+    /// What producers sent.
+    pub ingest: IngestMonitoring,
+    /// What dashboards were sent, and what they missed.
+    pub updates: UpdatesMonitoring,
+    /// Every open dashboard.
+    pub dashboards: Vec<DashboardMonitoring>,
+    /// The server table.
+    pub servers: ServersMonitoring,
+}
+
+/// `connections` of [`Monitoring`].
+#[derive(Debug, Serialize)]
+pub struct ConnectionsMonitoring {
+    /// Open connections, whatever their role.
+    pub total: usize,
+    /// Registered producers.
+    pub producers: i64,
+    /// Registered dashboards.
+    pub dashboards: i64,
+    /// Connections not registered yet.
+    pub unregistered: i64,
+    /// `--max-connections`.
+    pub max: u64,
+}
+
+/// `ingest` of [`Monitoring`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestMonitoring {
+    /// Metrics aggregated since the start.
+    pub metrics_total: u64,
+    /// Metrics aggregated during the last whole second.
+    pub metrics_per_sec: u64,
+    /// Metrics older than their server's newest, inserted in time order.
+    pub late: u64,
+    /// Metrics older than every window: acked, changed nothing.
+    pub stale: u64,
+    /// Client messages answered with an `error` frame.
+    pub invalid_messages: u64,
+    /// Metrics refused because the server table was full.
+    pub refused_server_limit: u64,
+}
+
+/// `updates` of [`Monitoring`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatesMonitoring {
+    /// Updates handed to dashboards' sockets.
+    pub sent: u64,
+    /// Updates superseded before they were sent.
+    pub coalesced: u64,
+    /// Updates dropped: a dashboard's queue and coalescing table were full.
+    pub dropped: u64,
+    /// `gap` frames that told dashboards of their dropped updates.
+    pub gaps_sent: u64,
+}
+
+/// One dashboard in [`Monitoring`]: its preferences and its outbox.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardMonitoring {
+    /// Its connection's id.
+    pub connection_id: u64,
+    /// The server it registered for (`null`: all).
+    pub filter: Option<String>,
+    /// Its `maxHz`, if it asked for one.
+    pub max_hz: Option<u32>,
+    /// Whether it gets `metric.updates` batches.
+    pub batch_updates: bool,
+    /// Updates queued for it.
+    pub queued: usize,
+    /// Servers whose latest update waits in its coalescing table.
+    pub coalesced_pending: usize,
+    /// Updates it got only inside a later one, since it registered.
+    pub coalesced: u64,
+    /// Updates it never got, since it registered (each told by a `gap` frame).
+    pub dropped: u64,
+    /// How long it has been backed up, if it is (closed with 1008 past `--slow-dashboard-ms`).
+    pub backed_up_ms: Option<u64>,
+}
+
+/// `servers` of [`Monitoring`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServersMonitoring {
+    /// Servers with windows in memory.
+    pub tracked: usize,
+    /// `--max-servers`.
+    pub max: u64,
+    /// Servers forgotten after being idle.
+    pub evicted: u64,
+    /// The windows' lengths, in ms.
+    pub windows_ms: Vec<u64>,
+    /// Samples each server's windows keep at most (`--buffer-size`).
+    pub buffer_size: u64,
+    /// The [`MONITORING_SERVERS_SHOWN`] servers seen last, newest first.
+    pub most_recent: Vec<ServerSeen>,
+}
+
+/// One server in [`ServersMonitoring::most_recent`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSeen {
+    /// Its id.
+    pub server_id: String,
+    /// When its last metric arrived, epoch ms.
+    pub last_seen_ms: f64,
+    /// Metrics aggregated for it.
+    pub metrics: u64,
+}
+
+/// The document of `GET /api/monitoring/server/{id}`: one server's windows and their state.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerMonitoring {
+    /// Its id.
+    pub server_id: String,
+    /// When its last metric arrived, epoch ms.
+    pub last_seen_ms: f64,
+    /// How long ago that was, in ms (forgotten past `--server-idle-secs`).
+    pub idle_ms: u64,
+    /// Metrics aggregated for it.
+    pub metrics: u64,
+    /// Samples its windows hold now.
+    pub buffered: usize,
+    /// The newest sample's timestamp, if any.
+    pub newest_timestamp: Option<f64>,
+    /// Its windows' summaries.
+    pub windows: WindowSummaries,
+}
 
 fn payload_of(server_id: &str, t: &Tracked) -> UpdatePayload {
     UpdatePayload {

@@ -8,12 +8,12 @@
 //! | --- | --- |
 //! | [`config`] | flags and environment variables |
 //! | [`hub`] | the shared state: server windows (sharded), the dashboard registry, the counters |
-//! | [`connection`] | one WebSocket connection's loop: messages, acks, updates, heartbeat, limits |
+//! | [`connection`] | what one WebSocket connection's messages mean: registration, metrics, acks, limits (the loop around it is lab-core's [`lab_core::delivery`], the one System 1's broadcaster runs too) |
 //! | [`stats`] | counters and close reasons, exposed to Prometheus and the monitoring JSON |
 //!
 //! A metric's way through: `connection` parses it (lab-core) → `hub` aggregates it (lab-core's
 //! windows) and pushes one serialized update to each matching outbox (lab-core's) → each dashboard's own
-//! `connection` task sends it. The producer gets its ack from its own task, right after.
+//! `connection` task sends it (lab-core's delivery loop). The producer gets its ack from its own task, right after.
 //!
 //! Run with `cargo run --release -p system2-ws --bin system2`; see `--help`.
 
@@ -33,10 +33,12 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
+use lab_ops::http::WebSocketHealth;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,11 +77,7 @@ impl Server {
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let address = SocketAddr::new(config.host, config.port);
         let hub = Arc::new(Hub::new(config).context("invalid configuration")?);
-        let listener = TcpListener::bind(address).await.with_context(|| {
-            format!(
-                "cannot listen on {address} (is the port in use? change it with --port or SYSTEM2_WS_PORT)"
-            )
-        })?;
+        let listener = lab_ops::listen(address, "--port or SYSTEM2_WS_PORT").await?;
         let state = AppState {
             hub,
             shutdown: CancellationToken::new(),
@@ -200,50 +198,66 @@ async fn websocket(
         .on_upgrade(move |socket| tasks.track_future(connection::serve(socket, hub, auth, shutdown)))
 }
 
-async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "uptimeSecs": state.hub.started.elapsed().as_secs(),
-        "serversTracked": state.hub.servers_tracked(),
-    }))
+/// `GET /api/health`: System 2 has no dependency that can fail, so it is healthy while it answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always `"ok"`.
+    pub status: &'static str,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// Servers with windows in memory.
+    pub servers_tracked: usize,
 }
 
-async fn websocket_health(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn health(State(state): State<AppState>) -> Response {
+    let body = Health {
+        status: "ok",
+        uptime_secs: state.hub.started.elapsed().as_secs(),
+        servers_tracked: state.hub.servers_tracked(),
+    };
+    lab_ops::http::health(true, body)
+}
+
+/// `GET /api/health/websocket` (the original's path): the connections, by role.
+async fn websocket_health(State(state): State<AppState>) -> Json<WebSocketHealth> {
     let hub = &state.hub;
     let role = |r: &'static str| hub.stats.connections_of(r).get();
-    Json(serde_json::json!({
-        "status": if state.shutdown.is_cancelled() { "shutting-down" } else { "ok" },
-        "connections": hub.connections.load(std::sync::atomic::Ordering::Relaxed),
-        "producers": role("producer"),
-        "dashboards": role("dashboard"),
-        "unregistered": role("unregistered"),
-        "maxConnections": hub.config.max_connections,
-    }))
+    Json(WebSocketHealth {
+        status: WebSocketHealth::status(state.shutdown.is_cancelled()),
+        connections: Some(hub.connections.load(std::sync::atomic::Ordering::Relaxed)),
+        producers: Some(role("producer")),
+        dashboards: role("dashboard"),
+        unregistered: Some(role("unregistered")),
+        max_connections: hub.config.max_connections,
+    })
 }
 
-async fn monitoring(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn monitoring(State(state): State<AppState>) -> Json<hub::Monitoring> {
     Json(state.hub.monitoring())
+}
+
+/// The `404` of `GET /api/monitoring/server/{id}` for a server not tracked.
+#[derive(Debug, Serialize)]
+struct NotTracked {
+    /// `server "…" is not tracked`.
+    error: String,
 }
 
 async fn server_monitoring(Path(id): Path<String>, State(state): State<AppState>) -> Response {
     match state.hub.server_monitoring(&id) {
         Some(doc) => Json(doc).into_response(),
         None => {
-            let body = serde_json::json!({"error": format!("server {id:?} is not tracked")});
+            let body = NotTracked {
+                error: format!("server {id:?} is not tracked"),
+            };
             (StatusCode::NOT_FOUND, Json(body)).into_response()
         }
     }
 }
 
 async fn prometheus(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.hub.stats.prometheus_text(),
-    )
-        .into_response()
+    lab_ops::http::prometheus_page(state.hub.stats.prometheus_text())
 }
 
 /// Completes on Ctrl-C or SIGTERM: what a binary passes to [`Server::run`] (see

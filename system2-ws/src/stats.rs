@@ -3,7 +3,6 @@
 
 use std::sync::atomic::AtomicI64;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,10 +23,10 @@ pub struct Stats {
     pub metrics_late: Counter,
     /// Metrics older than every window: acked, counted, changed nothing.
     pub metrics_stale: Counter,
-    /// Metrics refused because the server table was full.
-    pub metrics_refused_server_limit: Counter,
-    /// Client messages answered with an `error` frame.
-    pub invalid_messages: Counter,
+    /// Metrics refused because the server table was full: counted and logged in one call.
+    pub metrics_refused_server_limit: lab_ops::Noted,
+    /// Client messages answered with an `error` frame: counted and logged in one call.
+    pub invalid_messages: lab_ops::Noted,
     /// Updates handed to dashboards' sockets.
     pub updates_sent: Counter,
     /// Updates replaced by a newer one of the same server before they were sent.
@@ -68,16 +67,16 @@ impl Default for Stats {
             "Metrics older than every window",
             Counter::default()
         );
-        let metrics_refused_server_limit = register!(
+        let metrics_refused_server_limit = lab_ops::Noted::new(register!(
             "metrics_refused_server_limit",
             "Metrics refused: server table full",
             Counter::default()
-        );
-        let invalid_messages = register!(
+        ));
+        let invalid_messages = lab_ops::Noted::new(register!(
             "invalid_messages",
             "Client messages answered with an error frame",
             Counter::default()
-        );
+        ));
         let updates_sent = register!(
             "updates_sent",
             "Updates written to dashboards",
@@ -151,8 +150,6 @@ impl Stats {
 
     /// The Prometheus text exposition of every metric.
     pub fn prometheus_text(&self) -> String {
-        let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
+        lab_ops::http::prometheus_text(&self.registry)
     }
 }

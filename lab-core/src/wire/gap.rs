@@ -49,6 +49,23 @@ pub struct Gap {
 }
 
 impl Gap {
+    /// The whole frame, `{"type":"gap",…}`: what System 1's `DashboardReply::Gap` and System 2's
+    /// `ServerFrame::Gap` both serialize to (the delivery loop writes it for either system).
+    pub fn to_frame(&self) -> String {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(flatten)]
+            gap: &'a Gap,
+        }
+        serde_json::to_string(&Frame {
+            kind: "gap",
+            gap: self,
+        })
+        .expect("gaps always serialize")
+    }
+
     /// The gap frame for updates an outbox dropped, of `event_type`.
     pub fn dropped(event_type: &str, dropped: crate::outbox::Dropped) -> Gap {
         Gap {
@@ -57,6 +74,29 @@ impl Gap {
             from_ms: dropped.from_ms as u64,
             to_ms: dropped.to_ms.ceil() as u64,
             reason: GapReason::Dropped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::system1::DashboardReply;
+    use crate::wire::system2::ServerFrame;
+
+    #[test]
+    fn the_frame_is_what_both_systems_replies_serialize() {
+        for events in [Some(12), None] {
+            let gap = Gap {
+                event_type: "metric.update".into(),
+                events,
+                from_ms: 1_000,
+                to_ms: 3_500,
+                reason: GapReason::Dropped,
+            };
+            let frame = gap.to_frame();
+            assert_eq!(frame, ServerFrame::Gap(gap.clone()).to_json());
+            assert_eq!(frame, serde_json::to_string(&DashboardReply::Gap(gap)).unwrap());
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Every message of the lab's wire protocol (`shared/protocol.md`), as serde types.
+//! Every message of the lab's wire protocol (`docs/protocol.md`), as serde types.
 //!
 //! - [`system1`]: System 1's HTTP bodies, its Redis stream entries and pub/sub events, and its
 //!   dashboard WebSocket messages (port 4002);

@@ -248,6 +248,163 @@ impl Event {
     }
 }
 
+// ---- the fast writers: the same bytes as serde writes for the types above, without building them ----
+//
+// The servers write these messages thousands of times a second. Building an owned `Metric`, `Accepted`
+// or `Event` first only to serialize it would clone every string and every window, so the hot paths
+// write the JSON straight from what they hold. Each writer lives beside the type whose bytes it must
+// match, and a test (here, and a property test in `tests/properties.rs`) holds the two byte-equal: the
+// typed form is the protocol's definition, the fast form an optimisation of it.
+
+/// Writes `metric`'s JSON into `buffer` (cleared first), byte for byte what serde writes for
+/// [`Metric`]: the `metric.ingested` payload. Returns where the readings (the `"metrics":` value) sit in
+/// it, which is the stream entry's `metrics` field ([`to_stream_fields`] writes the same bytes), so the
+/// API serializes each metric once for both.
+pub fn write_ingested_payload(metric: &Metric, buffer: &mut Vec<u8>) -> std::ops::Range<usize> {
+    const WRITE: &str = "writing JSON to a Vec cannot fail";
+    buffer.clear();
+    buffer.extend_from_slice(b"{\"serverId\":");
+    serde_json::to_writer(&mut *buffer, &metric.server_id).expect(WRITE);
+    buffer.extend_from_slice(b",\"timestamp\":");
+    serde_json::to_writer(&mut *buffer, &metric.timestamp).expect(WRITE);
+    buffer.extend_from_slice(b",\"metrics\":");
+    let start = buffer.len();
+    serde_json::to_writer(&mut *buffer, &metric.metrics).expect(WRITE);
+    let end = buffer.len();
+    if let Some(seq) = metric.seq {
+        buffer.extend_from_slice(b",\"seq\":");
+        serde_json::to_writer(&mut *buffer, &seq).expect(WRITE);
+    }
+    buffer.push(b'}');
+    start..end
+}
+
+/// The `202` body, [`Accepted`] in JSON, written directly: stream ids are digits and one dash, so they
+/// need no escaping, and this skips serde's machinery for a few dozen bytes.
+pub fn accepted_json(ids: &[String]) -> String {
+    use std::fmt::Write as _;
+    let mut body = String::with_capacity(48 + ids.len() * 24);
+    body.push_str(r#"{"status":"accepted","accepted":"#);
+    let _ = write!(body, "{}", ids.len());
+    body.push_str(r#","ids":["#);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push('"');
+        body.push_str(id);
+        body.push('"');
+    }
+    body.push_str("]}");
+    body
+}
+
+/// The text of a `metric.ingested` event up to its entry id: [`Event::Ingested`] as serde writes it.
+///
+/// **The API's Lua ingest script (`system1-http`'s `store::INGEST_SCRIPT`) spells this envelope
+/// itself**, since it learns the entry id only inside Redis: `PREFIX .. id .. PAYLOAD_KEY .. payload ..
+/// '}'`. It must spell [`INGESTED_PREFIX`] and [`INGESTED_PAYLOAD_KEY`] exactly; [`ingested_event`] is
+/// the same concatenation in Rust, tested against serde, for the script's test to compare with.
+pub const INGESTED_PREFIX: &str = r#"{"type":"metric.ingested","entryId":""#;
+
+/// The text of a `metric.ingested` event between its entry id and its payload (see
+/// [`INGESTED_PREFIX`]).
+pub const INGESTED_PAYLOAD_KEY: &str = r#"","payload":"#;
+
+/// A `metric.ingested` event from its entry id and its payload's JSON ([`write_ingested_payload`]),
+/// concatenated as the Lua ingest script does (see [`INGESTED_PREFIX`]).
+pub fn ingested_event(entry_id: &str, payload_json: &str) -> String {
+    let mut event = String::with_capacity(
+        INGESTED_PREFIX.len() + entry_id.len() + INGESTED_PAYLOAD_KEY.len() + payload_json.len() + 1,
+    );
+    event.push_str(INGESTED_PREFIX);
+    event.push_str(entry_id);
+    event.push_str(INGESTED_PAYLOAD_KEY);
+    event.push_str(payload_json);
+    event.push('}');
+    event
+}
+
+/// Appends a `metric.processed` event to `out`, byte for byte what serde writes for
+/// [`Event::Processed`], but borrowing the metric and its windows instead of cloning them into a
+/// [`Processed`], into a buffer the worker reuses.
+pub fn write_processed(
+    out: &mut Vec<u8>,
+    entry_id: &str,
+    metric: &Metric,
+    windows: Option<&WindowSummaries>,
+) {
+    #[derive(Serialize)]
+    struct ProcessedEvent<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(rename = "entryId")]
+        entry_id: &'a str,
+        payload: Payload<'a>,
+    }
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "serverId")]
+        server_id: &'a str,
+        timestamp: f64,
+        metrics: &'a Readings,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        windows: Option<&'a WindowSummaries>,
+    }
+    let event = ProcessedEvent {
+        kind: "metric.processed",
+        entry_id,
+        payload: Payload {
+            server_id: &metric.server_id,
+            timestamp: metric.timestamp,
+            metrics: &metric.metrics,
+            seq: metric.seq,
+            windows,
+        },
+    };
+    serde_json::to_writer(out, &event).expect("events serialize");
+}
+
+/// What the broadcaster reads of each [`Event`] it relays: enough to route it (its kind, its server)
+/// and to report coalescing (its `seq`), without reading the readings and windows it passes on
+/// verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRoute {
+    /// `metric.ingested` or `metric.processed` (any other kind is read too, and routed alike).
+    pub kind: String,
+    /// The payload's `serverId`: which dashboards' filters it passes.
+    pub server_id: String,
+    /// The payload's `seq`, if it has one.
+    pub seq: Option<u64>,
+}
+
+impl EventRoute {
+    /// Reads the route of an event's JSON text; fails for text that is not an event.
+    pub fn read(text: &str) -> Result<EventRoute, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(rename = "type")]
+            kind: String,
+            payload: Payload,
+        }
+        #[derive(Deserialize)]
+        struct Payload {
+            #[serde(rename = "serverId")]
+            server_id: String,
+            #[serde(default)]
+            seq: Option<u64>,
+        }
+        let head: Head = serde_json::from_str(text)?;
+        Ok(EventRoute {
+            kind: head.kind,
+            server_id: head.payload.server_id,
+            seq: head.payload.seq,
+        })
+    }
+}
+
 // ---- the dashboard WebSocket (port 4002) ----
 
 /// What a System 1 dashboard may ask, after parsing (see [`crate::parse::parse_dashboard_request`]).
@@ -309,6 +466,123 @@ pub enum DashboardReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::{ServerWindows, WindowSpec};
+    use crate::metric::Network;
+
+    fn metrics() -> Vec<Metric> {
+        let readings = Readings {
+            cpu: 12.5,
+            memory: 40.0,
+            disk: 0.1,
+            network: Some(Network { rx: 1e-7, tx: 2.0e20 }),
+            extra: vec![("gpu".into(), 99.0), ("tempC".into(), -3.25)],
+        };
+        vec![
+            Metric {
+                server_id: "server-1".into(),
+                timestamp: 1_763_800_000_000.0,
+                metrics: readings.clone(),
+                seq: Some(0),
+            },
+            Metric {
+                server_id: "a.b:c_d-E".into(),
+                timestamp: 1_763_800_000_123.456,
+                metrics: Readings {
+                    network: None,
+                    extra: vec![],
+                    ..readings
+                },
+                seq: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn the_ingested_payload_and_its_stream_field_are_what_serde_writes() {
+        let mut buffer = Vec::new();
+        for metric in metrics() {
+            let readings = write_ingested_payload(&metric, &mut buffer);
+            let payload = std::str::from_utf8(&buffer).unwrap();
+            assert_eq!(payload, serde_json::to_string(&metric).unwrap());
+            let fields = to_stream_fields(&metric);
+            let field = fields.iter().find(|(k, _)| *k == field::METRICS).unwrap();
+            assert_eq!(std::str::from_utf8(&buffer[readings]).unwrap(), field.1);
+            // The envelope the Lua script writes around it.
+            let event = Event::Ingested {
+                entry_id: "1763800000000-7".into(),
+                payload: metric.clone(),
+            };
+            assert_eq!(
+                ingested_event("1763800000000-7", payload),
+                serde_json::to_string(&event).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn the_accepted_body_is_accepted_in_json() {
+        for ids in [
+            vec![],
+            vec!["1763800000000-0".to_owned()],
+            vec!["1-0".into(), "1-1".into()],
+        ] {
+            let typed = serde_json::to_string(&Accepted::new(ids.clone())).unwrap();
+            assert_eq!(accepted_json(&ids), typed);
+        }
+    }
+
+    #[test]
+    fn processed_events_are_the_protocols() {
+        let metric = metrics().remove(0);
+        let mut windows = ServerWindows::new(&WindowSpec::default(), 10).unwrap();
+        windows.add(metric.timestamp, &metric.metrics);
+        let summaries = windows.summaries();
+        for with in [None, Some(&summaries)] {
+            let mut ours = Vec::new();
+            write_processed(&mut ours, "1-0", &metric, with);
+            let theirs = Event::Processed {
+                entry_id: "1-0".into(),
+                payload: Processed {
+                    server_id: metric.server_id.clone(),
+                    timestamp: metric.timestamp,
+                    metrics: metric.metrics.clone(),
+                    seq: metric.seq,
+                    windows: with.cloned(),
+                },
+            };
+            assert_eq!(ours, serde_json::to_vec(&theirs).unwrap());
+            assert_eq!(serde_json::from_slice::<Event>(&ours).unwrap(), theirs);
+        }
+    }
+
+    #[test]
+    fn an_events_route_is_read_from_its_typed_form() {
+        for metric in metrics() {
+            let ingested = Event::Ingested {
+                entry_id: "1-0".into(),
+                payload: metric.clone(),
+            };
+            let route = EventRoute::read(&serde_json::to_string(&ingested).unwrap()).unwrap();
+            assert_eq!(
+                route,
+                EventRoute {
+                    kind: "metric.ingested".into(),
+                    server_id: ingested.server_id().into(),
+                    seq: metric.seq,
+                }
+            );
+            let mut processed = Vec::new();
+            write_processed(&mut processed, "1-0", &metric, None);
+            let route = EventRoute::read(std::str::from_utf8(&processed).unwrap()).unwrap();
+            assert_eq!(route.kind, "metric.processed");
+            assert_eq!((route.server_id, route.seq), (metric.server_id, metric.seq));
+        }
+        assert!(
+            EventRoute::read(r#"{"type":"metric.ingested"}"#).is_err(),
+            "no payload"
+        );
+        assert!(EventRoute::read("not json").is_err());
+    }
 
     #[test]
     fn a_gap_frame_is_the_documented_json() {

@@ -100,6 +100,50 @@ pub struct UpdatePayload {
     pub last_seq: Option<u64>,
 }
 
+/// An [`UpdatePayload`] borrowed from a server's windows: serialized straight from them without
+/// copying them into an owned payload first, once per metric, however many dashboards receive it. The
+/// same bytes as the owned form with no coalescing fields (a test holds them equal).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct UpdatePayloadRef<'a> {
+    /// Whose aggregates these are.
+    #[serde(rename = "serverId")]
+    pub server_id: &'a str,
+    /// The timestamp of the metric that caused this update.
+    pub timestamp: f64,
+    /// One summary per window.
+    pub windows: &'a WindowSummaries,
+    /// The `seq` of the metric that caused this update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl UpdatePayloadRef<'_> {
+    /// The payload as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("payloads always serialize")
+    }
+}
+
+/// `{"type":"metric.ack","serverId":…,"seq":…}`: [`ServerFrame::MetricAck`] as serde writes it, without
+/// copying the server id into an owned frame first (one per metric).
+pub fn metric_ack_json(server_id: &str, seq: Option<u64>) -> String {
+    #[derive(Serialize)]
+    struct Ack<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(rename = "serverId")]
+        server_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    }
+    serde_json::to_string(&Ack {
+        kind: "metric.ack",
+        server_id,
+        seq,
+    })
+    .expect("acks always serialize")
+}
+
 /// The payload of a `snapshot`: one server's aggregates (or `null` if unknown), or all servers'.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -184,5 +228,73 @@ impl ServerFrame {
     /// no failing `Serialize` impls), so this does not return a `Result`.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("server frames always serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::aggregate::{ServerWindows, WindowSpec};
+    use crate::metric::Readings;
+    use crate::outbox::{Update, batch_frame};
+
+    fn windows() -> WindowSummaries {
+        let mut windows = ServerWindows::new(&WindowSpec::default(), 10).unwrap();
+        let readings = Readings {
+            cpu: 12.5,
+            memory: 40.0,
+            disk: 0.1,
+            network: None,
+            extra: vec![],
+        };
+        windows.add(1_000.0, &readings);
+        windows.add(1_500.5, &readings);
+        windows.summaries()
+    }
+
+    #[test]
+    fn the_borrowed_payload_is_the_owned_ones_json() {
+        let windows = windows();
+        for seq in [None, Some(7)] {
+            let fast = UpdatePayloadRef {
+                server_id: "s-1",
+                timestamp: 1_500.5,
+                windows: &windows,
+                seq,
+            };
+            let typed = UpdatePayload {
+                server_id: "s-1".into(),
+                timestamp: 1_500.5,
+                windows: windows.clone(),
+                seq,
+                coalesced: None,
+                first_seq: None,
+                last_seq: None,
+            };
+            assert_eq!(fast.to_json(), serde_json::to_string(&typed).unwrap());
+            // And wrapped by the outbox, it is the `metric.update` frame; batched, `metric.updates`.
+            let update = Arc::new(Update::<String>::new("s-1", &fast.to_json()));
+            let frame = ServerFrame::MetricUpdate {
+                payload: typed.clone(),
+            };
+            assert_eq!(update.frame, frame.to_json());
+            let batch = ServerFrame::MetricUpdates {
+                items: vec![typed.clone(), typed],
+            };
+            assert_eq!(batch_frame(&[update.clone(), update]), batch.to_json());
+        }
+    }
+
+    #[test]
+    fn the_ack_is_the_typed_frames_json() {
+        for (server_id, seq) in [("server-1", Some(7)), ("a\"b", None)] {
+            let typed = ServerFrame::MetricAck {
+                server_id: server_id.into(),
+                seq,
+            };
+            assert_eq!(metric_ack_json(server_id, seq), typed.to_json());
+        }
     }
 }
