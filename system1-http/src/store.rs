@@ -336,6 +336,15 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 mod tests {
     use super::*;
 
+    /// The ingest script writes each `metric.ingested` event by concatenation, in Lua: its fixed
+    /// parts must be lab-core's, which are held equal to the protocol's typed form there.
+    #[test]
+    fn the_ingest_script_spells_the_protocols_ingested_event() {
+        use lab_core::wire::system1::{INGESTED_PAYLOAD_KEY, INGESTED_PREFIX};
+        let lua = format!("'{INGESTED_PREFIX}' .. id .. '{INGESTED_PAYLOAD_KEY}' .. ARGV[a + 5] .. '}}'");
+        assert!(INGEST_SCRIPT.contains(&lua), "{lua}");
+    }
+
     /// The Lua scripts spell some names themselves: they must be the ones this module gives.
     #[test]
     fn the_scripts_use_the_schemas_names() {

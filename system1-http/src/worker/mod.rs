@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lab_core::Metric;
-use lab_core::aggregate::{ServerWindows, WindowSpec, WindowSummaries};
+use lab_core::aggregate::{ServerWindows, WindowSpec};
 use lab_core::wire::system1;
 use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -672,7 +672,7 @@ impl Worker {
             for (i, (id, metric)) in fresh.iter().enumerate() {
                 let with_windows = (i + 1 == fresh.len()).then_some(&summaries);
                 let mut event = Vec::with_capacity(256);
-                write_processed(&mut event, id, metric, with_windows);
+                system1::write_processed(&mut event, id, metric, with_windows);
                 events.push(event);
             }
             let (id, metric) = fresh.last().expect("not empty");
@@ -812,82 +812,5 @@ impl Worker {
         }
         self.leave().await;
         tracing::info!(worker = %self.name, "worker stopped");
-    }
-}
-
-/// A `metric.processed` event, as [`system1::Event::Processed`] serializes, but borrowing the metric and its
-/// windows instead of cloning them, into a buffer the worker reuses.
-fn write_processed(out: &mut Vec<u8>, entry_id: &str, metric: &Metric, windows: Option<&WindowSummaries>) {
-    #[derive(serde::Serialize)]
-    struct ProcessedEvent<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(rename = "entryId")]
-        entry_id: &'a str,
-        payload: Payload<'a>,
-    }
-    #[derive(serde::Serialize)]
-    struct Payload<'a> {
-        #[serde(rename = "serverId")]
-        server_id: &'a str,
-        timestamp: f64,
-        metrics: &'a lab_core::Readings,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        seq: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        windows: Option<&'a WindowSummaries>,
-    }
-    let event = ProcessedEvent {
-        kind: "metric.processed",
-        entry_id,
-        payload: Payload {
-            server_id: &metric.server_id,
-            timestamp: metric.timestamp,
-            metrics: &metric.metrics,
-            seq: metric.seq,
-            windows,
-        },
-    };
-    serde_json::to_writer(out, &event).expect("events serialize");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn processed_events_are_the_protocols() {
-        use lab_core::wire::system1::{Event, Processed};
-        let metric = Metric {
-            server_id: "s".into(),
-            timestamp: 1.5,
-            metrics: lab_core::Readings {
-                cpu: 12.5,
-                memory: 1.0,
-                disk: 2.0,
-                network: Some(lab_core::Network { rx: 3.0, tx: 4.0 }),
-                extra: vec![],
-            },
-            seq: Some(9),
-        };
-        let mut windows = ServerWindows::new(&WindowSpec::default(), 10).unwrap();
-        windows.add(metric.timestamp, &metric.metrics);
-        let summaries = windows.summaries();
-        for with in [None, Some(&summaries)] {
-            let mut ours = Vec::new();
-            write_processed(&mut ours, "1-0", &metric, with);
-            let theirs = Event::Processed {
-                entry_id: "1-0".into(),
-                payload: Processed {
-                    server_id: metric.server_id.clone(),
-                    timestamp: metric.timestamp,
-                    metrics: metric.metrics.clone(),
-                    seq: metric.seq,
-                    windows: with.cloned(),
-                },
-            };
-            assert_eq!(ours, serde_json::to_vec(&theirs).unwrap());
-            assert_eq!(serde_json::from_slice::<Event>(&ours).unwrap(), theirs);
-        }
     }
 }
