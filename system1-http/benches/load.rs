@@ -64,19 +64,12 @@ fn free_port() -> u16 {
 }
 
 struct System1 {
-    child: Child,
+    child: lab_testkit::KillOnDrop,
     http: u16,
     http2: u16,
     ws: u16,
     /// Whether only the API runs (no workers, no broadcaster: no dashboard to measure).
     api_only: bool,
-}
-
-impl Drop for System1 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The builds to measure: `SYSTEM1_BENCH_BIN` (`label=path,…` or `path,…`), else this one.
@@ -118,7 +111,8 @@ fn start_system1(binary: &str, redis: &RedisServer, workers: u32, extra: &[&str]
             &workers.to_string(),
         ]);
     }
-    let child = command.stdout(Stdio::null()).spawn().expect("start system1");
+    // Wrapped at once: if it does not start in time, the assert below still kills it.
+    let child = lab_testkit::KillOnDrop(command.stdout(Stdio::null()).spawn().expect("start system1"));
     let deadline = Instant::now() + Duration::from_secs(10);
     while (!api_only && std::net::TcpStream::connect(("127.0.0.1", ws)).is_err())
         || std::net::TcpStream::connect(("127.0.0.1", http)).is_err()

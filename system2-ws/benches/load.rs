@@ -25,27 +25,23 @@ use tokio_util::sync::CancellationToken;
 const AGENTS: u64 = 10;
 
 struct System2 {
-    child: Child,
+    child: lab_testkit::KillOnDrop,
     port: u16,
-}
-
-impl Drop for System2 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_system2() -> System2 {
     let port = lab_testkit::free_port().expect("a free port");
     let binary = std::env::var("SYSTEM2_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_system2").into());
     // No per-connection message limit: the benchmark is after the server's own ceiling.
-    let child = Command::new(binary)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--log-level", "warn", "--max-messages-per-sec", "0"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start system2");
+    // Wrapped at once: if it does not start in time, the assert below still kills it.
+    let child = lab_testkit::KillOnDrop(
+        Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--log-level", "warn", "--max-messages-per-sec", "0"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start system2"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "system2 did not start");

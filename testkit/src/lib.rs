@@ -342,6 +342,25 @@ impl Drop for RedisServer {
     }
 }
 
+/// A child process that is killed, and reaped, when this is dropped: a server a benchmark or a test
+/// started never outlives it, whatever fails.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it).
 pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
