@@ -38,7 +38,7 @@
 //! **Rows are independent.** Each row starts its own `system1` on an emptied Redis (`FLUSHALL`): a
 //! saturated row's backlog would otherwise still be draining during the next row and count there.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agents::config::Cli;

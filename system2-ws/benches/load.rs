@@ -13,7 +13,7 @@
 //! **Rows are independent.** Each row starts its own `system2`: a saturated row's backlog would
 //! otherwise still be in the kernel's buffers during the next row and count there.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agents::config::Cli;
@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 const AGENTS: u64 = 10;
 
 struct System2 {
-    child: lab_testkit::KillOnDrop,
+    /// Held for its drop: the server dies with the row.
+    _child: lab_testkit::KillOnDrop,
     port: u16,
 }
 
@@ -47,7 +48,7 @@ fn start_system2() -> System2 {
         assert!(Instant::now() < deadline, "system2 did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    System2 { child, port }
+    System2 { _child: child, port }
 }
 
 /// One row on a fresh `system2`.
