@@ -1,4 +1,4 @@
-//! The two answers every ops port gives: health and the Prometheus page.
+//! The two answers every ops port gives, health and the Prometheus page, and the paths they are at.
 //!
 //! **Health** is `200` with a JSON body when the process can do its job and `503` with the same kind of
 //! body when it cannot (Redis unreachable, subscription lost), so that a load balancer reads the status
@@ -9,12 +9,35 @@
 //! two views never disagree. System 1's API serves `POST /metrics` (ingest, the original's path) and
 //! `GET /metrics` (this page) on one path: legal HTTP, and one port fewer to explain.
 
-use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::{Json, Router};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+
+/// The ops surface of every lab server, at the same paths everywhere: health at `/healthz` (what
+/// orchestrators probe) and `/api/health` (the original's path), the monitoring document at
+/// `/api/monitoring`, the Prometheus page at `GET /metrics`, and, on a WebSocket port, its own health
+/// at `/api/health/websocket` (the original's). A server adds its own routes to the router this
+/// returns (System 1's API adds `POST /metrics`, its ingest, on the same path as the page).
+pub fn ops_routes<S: Clone + Send + Sync + 'static>(
+    health: MethodRouter<S>,
+    monitoring: MethodRouter<S>,
+    prometheus: MethodRouter<S>,
+    websocket_health: Option<MethodRouter<S>>,
+) -> Router<S> {
+    let router = Router::new()
+        .route("/healthz", health.clone())
+        .route("/api/health", health)
+        .route("/api/monitoring", monitoring)
+        .route("/metrics", prometheus);
+    match websocket_health {
+        Some(handler) => router.route("/api/health/websocket", handler),
+        None => router,
+    }
+}
 
 /// The content type of the Prometheus page: OpenMetrics 1.0, which `prometheus_client` writes.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -81,6 +104,42 @@ mod tests {
     use prometheus_client::metrics::counter::Counter;
 
     use super::*;
+
+    /// The status line of `GET path` on a server at `address`.
+    async fn status_of(address: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        response.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn every_server_has_its_ops_at_the_same_paths() {
+        use axum::routing::get;
+        for websocket in [false, true] {
+            let routes = ops_routes::<()>(
+                get(|| async { "health" }),
+                get(|| async { "monitoring" }),
+                get(|| async { "prometheus" }),
+                websocket.then(|| get(|| async { "websocket" })),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, routes).await });
+            for path in ["/healthz", "/api/health", "/api/monitoring", "/metrics"] {
+                assert_eq!(status_of(address, path).await, "HTTP/1.1 200 OK", "{path}");
+            }
+            let expected = if websocket {
+                "HTTP/1.1 200 OK"
+            } else {
+                "HTTP/1.1 404 Not Found"
+            };
+            assert_eq!(status_of(address, "/api/health/websocket").await, expected);
+        }
+    }
 
     #[test]
     fn the_page_is_openmetrics_text() {

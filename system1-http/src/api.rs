@@ -33,7 +33,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use lab_core::ParseError;
 use lab_core::limits::MAX_MESSAGE_BYTES;
@@ -446,11 +446,8 @@ impl IngestApi {
 }
 
 fn router(state: Arc<Inner>) -> Router {
-    Router::new()
-        .route("/metrics", get(prometheus).post(ingest))
-        .route("/healthz", get(healthz))
-        .route("/api/health", get(healthz))
-        .route("/api/monitoring", get(monitoring))
+    lab_ops::http::ops_routes(get(healthz), get(monitoring), get(prometheus), None)
+        .route("/metrics", post(ingest))
         .with_state(state)
 }
 

@@ -52,7 +52,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{Json, Response};
@@ -322,14 +321,14 @@ impl Broadcaster {
         let read = (self.hub.fanout == Fanout::Stream)
             .then(|| tokio::spawn(stream_loop(self.hub.clone(), self.client.clone(), stop.clone())));
         let tasks = tokio_util::task::TaskTracker::new();
-        let app = Router::new()
-            .route("/", get(websocket))
-            .route("/healthz", get(health))
-            .route("/api/health", get(health))
-            .route("/api/health/websocket", get(websocket_health))
-            .route("/api/monitoring", get(monitoring))
-            .route("/metrics", get(prometheus))
-            .with_state((self.hub.clone(), stop.clone(), tasks.clone()));
+        let app = lab_ops::http::ops_routes(
+            get(health),
+            get(monitoring),
+            get(prometheus),
+            Some(get(websocket_health)),
+        )
+        .route("/", get(websocket))
+        .with_state((self.hub.clone(), stop.clone(), tasks.clone()));
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -161,12 +160,8 @@ pub async fn serve(
         started: std::time::Instant::now(),
         trimmed,
     });
-    let app = Router::new()
-        .route("/healthz", get(health))
-        .route("/api/health", get(health))
-        .route("/api/monitoring", get(monitoring))
-        .route("/metrics", get(prometheus))
-        .with_state(state);
+    let app =
+        lab_ops::http::ops_routes(get(health), get(monitoring), get(prometheus), None).with_state(state);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

@@ -143,14 +143,15 @@ impl Server {
 
 /// The routes: the WebSocket at `/`, the ops endpoints beside it.
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(websocket))
-        .route("/api/health", get(health))
-        .route("/api/health/websocket", get(websocket_health))
-        .route("/api/monitoring", get(monitoring))
-        .route("/api/monitoring/server/{id}", get(server_monitoring))
-        .route("/metrics", get(prometheus))
-        .with_state(state)
+    lab_ops::http::ops_routes(
+        get(health),
+        get(monitoring),
+        get(prometheus),
+        Some(get(websocket_health)),
+    )
+    .route("/", get(websocket))
+    .route("/api/monitoring/server/{id}", get(server_monitoring))
+    .with_state(state)
 }
 
 /// Periodic chores: the ingest-rate sample (every second) and idle-server eviction.
