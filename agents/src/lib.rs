@@ -48,6 +48,24 @@ use crate::source::Source;
 /// How long after start the first metric is due: time to open the connections.
 const START_DELAY_MS: f64 = 300.0;
 
+/// The agents as both load benchmarks run them, one instrument for both systems: against `target`,
+/// `seconds` measured after 1 s of warm-up, 3 s of cooldown for the last metrics to arrive, quiet,
+/// plus `args` (rate, protocol, agents, dashboard, …, as on the command line). Panics on a bad
+/// argument: a benchmark's arguments are fixed in its code.
+pub async fn bench(target: &str, seconds: u64, args: &[String]) -> Report {
+    let mut all: Vec<String> = ["agents", "--target", target, "--duration"]
+        .map(str::to_owned)
+        .to_vec();
+    all.push(format!("{seconds}s"));
+    all.extend(["--warmup", "1s", "--cooldown", "3s", "--quiet"].map(str::to_owned));
+    all.extend_from_slice(args);
+    let cli =
+        <crate::config::Cli as clap::Parser>::try_parse_from(all).expect("the benchmark's agents arguments");
+    run(cli.run, CancellationToken::new(), false)
+        .await
+        .expect("the agents' report")
+}
+
 /// Runs the agents as `args` say, until the duration is over or `stop` is cancelled (then the report
 /// is marked partial). `progress` shows a live line on stderr.
 pub async fn run(args: RunArgs, stop: CancellationToken, progress: bool) -> anyhow::Result<Report> {

@@ -41,9 +41,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agents::config::Cli;
 use agents::report::Report;
-use clap::Parser;
 use lab_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
@@ -288,36 +286,24 @@ async fn agents_run_with(
     dashboard: Option<u16>,
     (agents, connections): (u64, u64),
 ) -> Report {
-    let args = [
-        "agents".to_owned(),
-        "--target".into(),
-        format!("http://127.0.0.1:{port}"),
-        "--protocol".into(),
-        protocol.into(),
-        "--batch".into(),
-        batch.to_string(),
-        "--rate".into(),
-        rate.to_string(),
-        "--agents".into(),
-        agents.to_string(),
-        "--connections".into(),
-        connections.to_string(),
-        "--duration".into(),
-        format!("{seconds}s"),
-        "--warmup".into(),
-        "1s".into(),
-        "--cooldown".into(),
-        "3s".into(),
-        "--quiet".into(),
-    ];
-    let mut args = args.to_vec();
+    let mut args: Vec<String> = [
+        "--protocol",
+        protocol,
+        "--batch",
+        &batch.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--agents",
+        &agents.to_string(),
+        "--connections",
+        &connections.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
     if let Some(ws) = dashboard {
         args.extend(["--dashboard".into(), format!("ws://127.0.0.1:{ws}")]);
     }
-    let cli = Cli::try_parse_from(args).unwrap();
-    agents::run(cli.run, CancellationToken::new(), false)
-        .await
-        .expect("a report")
+    agents::bench(&format!("http://127.0.0.1:{port}"), seconds, &args).await
 }
 
 fn row(label: &str, build: &str, r: &Report, cost: &Cost) -> String {

@@ -16,10 +16,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agents::config::Cli;
-use clap::Parser;
 use lab_core::report::Report;
-use tokio_util::sync::CancellationToken;
 
 /// Simulated servers, each on its own WebSocket connection (as the lab's `agents --agents 10`).
 const AGENTS: u64 = 10;
@@ -56,29 +53,17 @@ fn fresh_row(runtime: &tokio::runtime::Runtime, batch: u64, rate: f64, seconds: 
     let system2 = start_system2();
     let url = format!("ws://127.0.0.1:{}", system2.port);
     let args = [
-        "agents".to_owned(),
-        "--target".into(),
-        url.clone(),
-        "--batch".into(),
-        batch.to_string(),
-        "--rate".into(),
-        rate.to_string(),
-        "--agents".into(),
-        AGENTS.to_string(),
-        "--duration".into(),
-        format!("{seconds}s"),
-        "--warmup".into(),
-        "1s".into(),
-        "--cooldown".into(),
-        "3s".into(),
-        "--dashboard".into(),
-        url,
-        "--quiet".into(),
-    ];
-    let cli = Cli::try_parse_from(args).unwrap();
-    runtime
-        .block_on(agents::run(cli.run, CancellationToken::new(), false))
-        .expect("a report")
+        "--batch",
+        &batch.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--agents",
+        &AGENTS.to_string(),
+        "--dashboard",
+        &url,
+    ]
+    .map(str::to_owned);
+    runtime.block_on(agents::bench(&url, seconds, &args))
 }
 
 fn row(label: &str, r: &Report) -> String {
