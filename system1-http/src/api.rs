@@ -539,10 +539,6 @@ async fn ingest(State(state): State<Arc<Inner>>, request: Request) -> Response {
     }
 }
 
-/// The `metric.ingested` payload and the stream entry's `metrics` field, written once for both (the
-/// group commit's Lua call carries both): lab-core's fast writer, held byte-equal to serde there.
-pub(crate) use lab_core::wire::system1::write_ingested_payload as ingested_payload;
-
 /// The `202` body ([`lab_core::wire::system1::Accepted`], written by lab-core's fast writer).
 fn accepted(ids: &[String]) -> Response {
     (
@@ -682,56 +678,9 @@ async fn prometheus(State(state): State<Arc<Inner>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use lab_core::wire::system1::{self, Accepted};
-    use lab_core::{Metric, Network, Readings};
+    use lab_core::wire::system1::Accepted;
 
     use super::*;
-
-    fn metrics() -> Vec<Metric> {
-        let readings = Readings {
-            cpu: 12.5,
-            memory: 40.0,
-            disk: 0.1,
-            network: Some(Network { rx: 1e-7, tx: 2.0e20 }),
-            extra: vec![("gpu".into(), 99.0), ("tempC".into(), -3.25)],
-        };
-        vec![
-            Metric {
-                server_id: "server-1".into(),
-                timestamp: 1_763_800_000_000.0,
-                metrics: readings.clone(),
-                seq: Some(0),
-            },
-            Metric {
-                server_id: "a.b:c_d-E".into(),
-                timestamp: 1_763_800_000_123.456,
-                metrics: Readings {
-                    network: None,
-                    extra: vec![],
-                    ..readings
-                },
-                seq: None,
-            },
-        ]
-    }
-
-    #[test]
-    fn the_payload_and_the_stream_field_are_what_serde_writes() {
-        let mut buffer = Vec::new();
-        for metric in metrics() {
-            let readings = ingested_payload(&metric, &mut buffer);
-            assert_eq!(
-                std::str::from_utf8(&buffer).unwrap(),
-                serde_json::to_string(&metric).unwrap()
-            );
-            let fields = system1::to_stream_fields(&metric);
-            let field = fields
-                .iter()
-                .find(|(k, _)| *k == system1::field::METRICS)
-                .unwrap();
-            assert_eq!(std::str::from_utf8(&buffer[readings]).unwrap(), field.1);
-        }
-    }
 
     #[tokio::test]
     async fn the_accepted_body_is_accepted_in_json() {

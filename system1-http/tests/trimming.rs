@@ -79,6 +79,41 @@ async fn ingest_for(client: &reqwest::Client, url: &str, server: &str, first_seq
     assert_eq!(response.status().as_u16(), 202);
 }
 
+/// The workers' ops port for a stream of `partitions` partitions, counting `stats`: its address and
+/// its `/api/monitoring` document. (The task serving it lives as long as the test's runtime.)
+async fn ops_port(
+    redis: &RedisServer,
+    partitions: &str,
+    stats: &Arc<WorkerStats>,
+) -> (std::net::SocketAddr, Value) {
+    let cli = cli(
+        redis,
+        &[
+            "--partitions",
+            partitions,
+            "worker",
+            "--ops-port",
+            "0",
+            "--ops-host",
+            "127.0.0.1",
+        ],
+    );
+    let Role::Worker(args) = &cli.role else {
+        unreachable!()
+    };
+    let (address, _task) =
+        system1_http::worker_ops::serve(args, &cli.redis, stats.clone(), std::future::pending())
+            .await
+            .unwrap();
+    let m: Value = reqwest::get(format!("http://{address}/api/monitoring"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (address, m)
+}
+
 fn counted(redis: &RedisServer, field: &str) -> u64 {
     let value: Option<u64> = redis.connection().hget(trimmed_key(STREAM), field).unwrap();
     value.unwrap_or(0)
@@ -163,31 +198,7 @@ async fn trimming_counts_every_entry_it_drops_before_processing_and_nothing_wedg
     assert_eq!(stats.trimmed_pending.get(), 8);
 
     // The ops port shows it: 1 010 metrics of this group's were thrown away unprocessed.
-    let cli = cli(
-        &redis,
-        &[
-            "--partitions",
-            "1",
-            "worker",
-            "--ops-port",
-            "0",
-            "--ops-host",
-            "127.0.0.1",
-        ],
-    );
-    let Role::Worker(args) = &cli.role else {
-        unreachable!()
-    };
-    let (address, _task) =
-        system1_http::worker_ops::serve(args, &cli.redis, stats.clone(), std::future::pending())
-            .await
-            .unwrap();
-    let m: Value = reqwest::get(format!("http://{address}/api/monitoring"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (address, m) = ops_port(&redis, "1", &stats).await;
     assert_eq!(m["trimmedUnprocessed"], 1010, "{m}");
     assert_eq!(m["trimmed"], json!({"unread": 1002, "pending": 8}));
     assert_eq!(m["thisProcess"]["trimmedPending"], 8);
@@ -268,32 +279,7 @@ async fn each_partition_is_capped_at_its_share_and_counted_on_its_own() {
             .unwrap();
         assert_eq!(unread, 100, "{stream}");
     }
-    let ops_cli = cli(
-        &redis,
-        &[
-            "--partitions",
-            "2",
-            "worker",
-            "--ops-port",
-            "0",
-            "--ops-host",
-            "127.0.0.1",
-        ],
-    );
-    let Role::Worker(ops_args) = &ops_cli.role else {
-        unreachable!()
-    };
-    let stats = Arc::new(WorkerStats::default());
-    let (address, _task) =
-        system1_http::worker_ops::serve(ops_args, &ops_cli.redis, stats, std::future::pending())
-            .await
-            .unwrap();
-    let m: Value = reqwest::get(format!("http://{address}/api/monitoring"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, m) = ops_port(&redis, "2", &Arc::new(WorkerStats::default())).await;
     assert_eq!(m["trimmed"], json!({"unread": 200, "pending": 0}), "{m}");
     assert_eq!(m["streamLength"], 2000);
     assert_eq!(m["partitions"].as_array().unwrap().len(), 2);
