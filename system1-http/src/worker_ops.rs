@@ -257,6 +257,112 @@ fn number(map: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option
     map.get(key).and_then(|v| v.as_i64())
 }
 
+/// This process's own counts in the workers' monitoring document (the workers of this process only;
+/// the rest of the document is the whole group's, from Redis).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThisProcess {
+    /// Entries processed (acked).
+    pub processed: u64,
+    /// Metrics counted already (re-sent or redelivered): acked, not counted again.
+    pub duplicates: u64,
+    /// Entries that were not metrics.
+    pub unreadable: u64,
+    /// Entries claimed from other consumers.
+    pub claimed: u64,
+    /// Batches that failed and were retried.
+    pub failed_batches: u64,
+    /// Pending entries found trimmed from the stream (lost).
+    pub trimmed_pending: u64,
+    /// Partitions taken.
+    pub takeovers: u64,
+    /// Partitions lost to another worker while owned.
+    pub leases_lost: u64,
+    /// Entries replayed into the windows on takeovers.
+    pub replayed: u64,
+    /// Servers whose recent windows were dropped (too many for one worker).
+    pub evicted: u64,
+    /// `processed` over the process's life, per second.
+    pub processed_per_sec_average: f64,
+}
+
+/// The group in the workers' monitoring document: its figures summed over the partitions.
+#[derive(Debug, serde::Serialize)]
+pub struct GroupSummary {
+    /// The consumer group (`--group`).
+    pub name: String,
+    /// Consumers that have read from any partition.
+    pub consumers: usize,
+    /// Entries read and not yet acked, in all partitions.
+    pub pending: i64,
+    /// Entries not yet read by the group, in all partitions (`null` if Redis could not say for one).
+    pub lag: Option<i64>,
+}
+
+/// One partition in the workers' monitoring document.
+#[derive(Debug, serde::Serialize)]
+pub struct PartitionSummary {
+    /// Its number.
+    pub partition: usize,
+    /// Its stream.
+    pub stream: String,
+    /// Entries in it.
+    pub length: u64,
+    /// The worker that holds its lease (`null`: none now).
+    pub owner: Option<String>,
+    /// The group's pending entries in it.
+    pub pending: Option<i64>,
+    /// The group's lag in it.
+    pub lag: Option<i64>,
+}
+
+/// Entries trimmed before the group processed them, by kind (see [`trimmed_key`]).
+#[derive(Debug, serde::Serialize)]
+pub struct TrimmedCounts {
+    /// Never delivered to a consumer.
+    pub unread: u64,
+    /// Delivered, never acked.
+    pub pending: u64,
+}
+
+/// The workers' `GET /api/monitoring` document (`503` with [`WorkerMonitoringError`] when Redis does
+/// not answer).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerMonitoring {
+    /// Always `"worker"`: which of System 1's roles answers.
+    pub role: &'static str,
+    /// The stream's name (`--stream-key`).
+    pub stream: String,
+    /// Entries in all its partitions.
+    pub stream_length: u64,
+    /// The group, summed over the partitions (`null` before the group exists).
+    pub group: Option<GroupSummary>,
+    /// Every consumer, as `XINFO CONSUMERS` shows it (its `pending` summed over the partitions, its
+    /// `idle` and `inactive` the least among them).
+    pub consumers: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// Each partition: its length, owner, pending and lag.
+    pub partitions: Vec<PartitionSummary>,
+    /// `trimmed.unread + trimmed.pending`: metrics the stream's cap threw away unprocessed.
+    pub trimmed_unprocessed: u64,
+    /// The same, by kind.
+    pub trimmed: TrimmedCounts,
+    /// This process's own counts.
+    pub this_process: ThisProcess,
+}
+
+/// The workers' monitoring document when Redis does not answer.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerMonitoringError {
+    /// Always `"worker"`.
+    pub role: &'static str,
+    /// What failed.
+    pub error: String,
+    /// This process's own counts (they need no Redis).
+    pub this_process: ThisProcess,
+}
+
 /// `GET /api/monitoring`: the whole group, from Redis. Per partition (`partitions`): its stream's
 /// length, its owner (the lease), and the group's `pending`/`lag` there; summed over them, the figures
 /// of one stream as before partitions (`streamLength`, `group`, `consumers`), so that a reader of the
@@ -285,98 +391,97 @@ async fn monitoring(State(ops): State<Arc<Ops>>) -> Response {
         Err(ref e) => Err(e.clone()),
     };
     let s = &ops.stats;
-    let this_process = serde_json::json!({
-        "processed": s.processed.get(),
-        "duplicates": s.duplicates.get(),
-        "unreadable": s.unreadable.get(),
-        "claimed": s.claimed.get(),
-        "failedBatches": s.failures.get(),
-        "trimmedPending": s.trimmed_pending.get(),
-        "takeovers": s.takeovers.get(),
-        "leasesLost": s.leases_lost.get(),
-        "replayed": s.replayed.get(),
-        "evicted": s.evicted.get(),
-        "processedPerSecAverage": s.processed.get() as f64 / ops.started.elapsed().as_secs_f64().max(1.0),
-    });
-    match (replies, trimmed) {
-        (Ok(replies), Ok((unread, pending))) => {
-            let mut length_total = 0;
-            let mut group_pending = 0;
-            let mut group_lag = Some(0);
-            let mut group_found = false;
-            let mut consumers: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
-            let mut partitions = Vec::new();
-            for (p, chunk) in replies.chunks(4).enumerate() {
-                let ok = |i: usize| chunk.get(i).and_then(|r| r.as_ref().ok()).cloned();
-                let length = ok(0)
-                    .and_then(|v| redis::from_redis_value::<u64>(v).ok())
-                    .unwrap_or(0);
-                length_total += length;
-                let group = ok(1)
-                    .map(to_maps)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|g| g.get("name").and_then(|n| n.as_str()) == Some(ops.group.as_str()));
-                let owner = ok(3).and_then(|v| redis::from_redis_value::<String>(v).ok());
-                if let Some(g) = &group {
-                    group_found = true;
-                    group_pending += number(g, "pending").unwrap_or(0);
-                    group_lag = group_lag.zip(number(g, "lag")).map(|(a, b)| a + b);
-                }
-                for c in ok(2).map(to_maps).unwrap_or_default() {
-                    let name = c.get("name").cloned();
-                    match consumers
-                        .iter_mut()
-                        .find(|seen| seen.get("name") == name.as_ref())
-                    {
-                        Some(seen) => {
-                            let add =
-                                number(seen, "pending").unwrap_or(0) + number(&c, "pending").unwrap_or(0);
-                            seen.insert("pending".into(), add.into());
-                            for key in ["idle", "inactive"] {
-                                if let (Some(a), Some(b)) = (number(seen, key), number(&c, key)) {
-                                    seen.insert(key.into(), a.min(b).into());
-                                }
-                            }
+    let this_process = ThisProcess {
+        processed: s.processed.get(),
+        duplicates: s.duplicates.get(),
+        unreadable: s.unreadable.get(),
+        claimed: s.claimed.get(),
+        failed_batches: s.failures.get(),
+        trimmed_pending: s.trimmed_pending.get(),
+        takeovers: s.takeovers.get(),
+        leases_lost: s.leases_lost.get(),
+        replayed: s.replayed.get(),
+        evicted: s.evicted.get(),
+        processed_per_sec_average: s.processed.get() as f64 / ops.started.elapsed().as_secs_f64().max(1.0),
+    };
+    let (replies, (unread, pending)) = match (replies, trimmed) {
+        (Ok(replies), Ok(trimmed)) => (replies, trimmed),
+        (Err(e), _) | (_, Err(e)) => {
+            let body = WorkerMonitoringError {
+                role: "worker",
+                error: format!("Redis is unavailable: {e}"),
+                this_process,
+            };
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
+    };
+    let mut stream_length = 0;
+    let mut group_pending = 0;
+    let mut group_lag = Some(0);
+    let mut group_found = false;
+    let mut consumers: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+    let mut partitions = Vec::new();
+    for (p, chunk) in replies.chunks(4).enumerate() {
+        let ok = |i: usize| chunk.get(i).and_then(|r| r.as_ref().ok()).cloned();
+        let length = ok(0)
+            .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+            .unwrap_or(0);
+        stream_length += length;
+        let group = ok(1)
+            .map(to_maps)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|g| g.get("name").and_then(|n| n.as_str()) == Some(ops.group.as_str()));
+        if let Some(g) = &group {
+            group_found = true;
+            group_pending += number(g, "pending").unwrap_or(0);
+            group_lag = group_lag.zip(number(g, "lag")).map(|(a, b)| a + b);
+        }
+        for c in ok(2).map(to_maps).unwrap_or_default() {
+            let name = c.get("name").cloned();
+            match consumers
+                .iter_mut()
+                .find(|seen| seen.get("name") == name.as_ref())
+            {
+                Some(seen) => {
+                    let add = number(seen, "pending").unwrap_or(0) + number(&c, "pending").unwrap_or(0);
+                    seen.insert("pending".into(), add.into());
+                    for key in ["idle", "inactive"] {
+                        if let (Some(a), Some(b)) = (number(seen, key), number(&c, key)) {
+                            seen.insert(key.into(), a.min(b).into());
                         }
-                        None => consumers.push(c),
                     }
                 }
-                partitions.push(serde_json::json!({
-                    "partition": p,
-                    "stream": ops.partitions.stream(p),
-                    "length": length,
-                    "owner": owner,
-                    "pending": group.as_ref().and_then(|g| number(g, "pending")),
-                    "lag": group.as_ref().and_then(|g| number(g, "lag")),
-                }));
+                None => consumers.push(c),
             }
-            let group = group_found.then(|| {
-                serde_json::json!({
-                    "name": ops.group,
-                    "consumers": consumers.len(),
-                    "pending": group_pending,
-                    "lag": group_lag,
-                })
-            });
-            Json(serde_json::json!({
-                "role": "worker",
-                "stream": ops.stream,
-                "streamLength": length_total,
-                "group": group,
-                "consumers": consumers,
-                "partitions": partitions,
-                "trimmedUnprocessed": unread + pending,
-                "trimmed": {"unread": unread, "pending": pending},
-                "thisProcess": this_process,
-            }))
-            .into_response()
         }
-        (Err(e), _) | (_, Err(e)) => {
-            let body = serde_json::json!({"role": "worker", "error": format!("Redis is unavailable: {e}"), "thisProcess": this_process});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
+        partitions.push(PartitionSummary {
+            partition: p,
+            stream: ops.partitions.stream(p),
+            length,
+            owner: ok(3).and_then(|v| redis::from_redis_value::<String>(v).ok()),
+            pending: group.as_ref().and_then(|g| number(g, "pending")),
+            lag: group.as_ref().and_then(|g| number(g, "lag")),
+        });
     }
+    let group = group_found.then(|| GroupSummary {
+        name: ops.group.clone(),
+        consumers: consumers.len(),
+        pending: group_pending,
+        lag: group_lag,
+    });
+    Json(WorkerMonitoring {
+        role: "worker",
+        stream: ops.stream.clone(),
+        stream_length,
+        group,
+        consumers,
+        partitions,
+        trimmed_unprocessed: unread + pending,
+        trimmed: TrimmedCounts { unread, pending },
+        this_process,
+    })
+    .into_response()
 }
 
 async fn prometheus(State(ops): State<Arc<Ops>>) -> Response {
