@@ -423,24 +423,12 @@ fn runtime_row(
         .iter()
         .map(|s| if protocol == "http2" { s.http2 } else { s.http })
         .collect();
-    let reports: Vec<Report> = runtime.block_on(async {
-        let runs = ports
+    // All the processes' agents at once.
+    let reports: Vec<Report> = runtime.block_on(futures_util::future::join_all(
+        ports
             .iter()
-            .map(|&port| agents_run_with(port, protocol, 1, each, seconds, None, share));
-        let mut set = Vec::new();
-        for run in runs {
-            set.push(run);
-        }
-        match set.len() {
-            1 => vec![set.remove(0).await],
-            _ => {
-                let second = set.remove(1);
-                let first = set.remove(0);
-                let (a, b) = tokio::join!(first, second);
-                vec![a, b]
-            }
-        }
-    });
+            .map(|&port| agents_run_with(port, protocol, 1, each, seconds, None, share)),
+    ));
     let after = (total_cpu(&apis), redis_pid.and_then(cpu_time));
     let mut accepted = 0;
     for s in &apis {

@@ -46,16 +46,8 @@ impl Worker {
 
         let owned: Vec<usize> = self.owned.keys().copied().collect();
         for p in owned {
-            let renewed: i64 = self
-                .scripts
-                .renew
-                .key(&self.owned[&p].lease)
-                .arg(&self.name)
-                .arg(self.lease_ms)
-                .invoke_async(&mut self.writer)
-                .await
-                .context("renewing a lease failed")?;
-            if renewed == 0 {
+            let lease = self.owned[&p].lease.clone();
+            if !self.renew(&lease).await? {
                 self.owned.remove(&p);
                 self.stats.leases_lost.inc();
                 tracing::warn!(worker = %self.name, partition = p, "the partition's lease lapsed and another worker took it");
@@ -106,18 +98,7 @@ impl Worker {
                 .context("taking a lease failed")?;
             let taken = match holder.as_deref() {
                 None => true,
-                Some(name) if name == self.name => {
-                    let renewed: i64 = self
-                        .scripts
-                        .renew
-                        .key(&lease)
-                        .arg(&self.name)
-                        .arg(self.lease_ms)
-                        .invoke_async(&mut self.writer)
-                        .await
-                        .context("renewing a lease failed")?;
-                    renewed == 1
-                }
+                Some(name) if name == self.name => self.renew(&lease).await?,
                 Some(_) => false,
             };
             if taken {
@@ -139,6 +120,21 @@ impl Worker {
         }
         self.forget_quiet_servers();
         Ok(())
+    }
+
+    /// Renews `lease` for another `--lease-ms` if this worker holds it ([`RENEW_SCRIPT`](crate::store::RENEW_SCRIPT)): whether it
+    /// does.
+    async fn renew(&mut self, lease: &str) -> anyhow::Result<bool> {
+        let renewed: i64 = self
+            .scripts
+            .renew
+            .key(lease)
+            .arg(&self.name)
+            .arg(self.lease_ms)
+            .invoke_async(&mut self.writer)
+            .await
+            .context("renewing a lease failed")?;
+        Ok(renewed == 1)
     }
 
     /// Drops the windows of servers silent for longer than the longest window (their next metric
